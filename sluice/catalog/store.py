@@ -1,0 +1,213 @@
+"""The catalog: sources, write keys, destinations, in an embedded SQLite file.
+
+Every process (server and CLI) opens the same file; the server notices changes made by the CLI
+through SQLite's `data_version`, so a source created, rotated or deleted takes effect at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sluice.catalog.models import SOURCE_TYPES, Destination, Source
+from sluice.warehouse.naming import schema_name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: log rows of a deleted source stay orphaned
+  type TEXT NOT NULL,
+  name TEXT NOT NULL,
+  schema TEXT NOT NULL UNIQUE,
+  write_key TEXT NOT NULL UNIQUE,
+  webhook_token TEXT UNIQUE,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS destinations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+  type TEXT NOT NULL,
+  name TEXT NOT NULL,
+  config TEXT NOT NULL,
+  enabled INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL,
+  UNIQUE (source_id, name)
+);
+"""
+
+
+class CatalogError(ValueError):
+    """A catalog request that cannot be honoured; the message is meant for the user."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_token() -> str:
+    # 32 url-safe characters, 192 bits: unguessable write keys and webhook tokens.
+    return secrets.token_urlsafe(24)
+
+
+class Catalog:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "catalog.db"
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)  # executescript manages its own transaction
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: the server's cue to reload its caches."""
+        return int(self._db().execute("PRAGMA data_version").fetchone()[0])
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def create_source(self, type_: str, name: str, schema: str) -> Source:
+        if type_ not in SOURCE_TYPES:
+            raise CatalogError(f"unknown source type {type_!r}: use one of {', '.join(SOURCE_TYPES)}")
+        if not name.strip():
+            raise CatalogError("a source needs a non-empty --name")
+        try:
+            schema = schema_name(schema)
+        except ValueError as e:
+            raise CatalogError(str(e)) from None
+        token = new_token() if type_ == "drip" else None
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM sources WHERE schema = ?", (schema,)).fetchone():
+                raise CatalogError(f"schema {schema!r} is already used by another source; pick another name")
+            cur = db.execute(
+                "INSERT INTO sources (type, name, schema, write_key, webhook_token, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (type_, name.strip(), schema, new_token(), token, _now()),
+            )
+            source_id = int(cur.lastrowid or 0)
+        return self.get_source(str(source_id))
+
+    def list_sources(self) -> list[Source]:
+        return [_source(r) for r in self._db().execute("SELECT * FROM sources ORDER BY id")]
+
+    def get_source(self, ref: str) -> Source:
+        """A source by id, schema or name (what a user is likely to type)."""
+        db = self._db()
+        row = None
+        if ref.isdigit():
+            row = db.execute("SELECT * FROM sources WHERE id = ?", (int(ref),)).fetchone()
+        row = row or db.execute("SELECT * FROM sources WHERE schema = ?", (ref,)).fetchone()
+        if row is None:
+            rows = db.execute("SELECT * FROM sources WHERE name = ?", (ref,)).fetchall()
+            if len(rows) > 1:
+                raise CatalogError(f"more than one source is named {ref!r}; use its id")
+            row = rows[0] if rows else None
+        if row is None:
+            raise CatalogError(f"no source {ref!r} (give its id, schema or name; `sluice sources list`)")
+        return _source(row)
+
+    def rotate_key(self, ref: str) -> Source:
+        source = self.get_source(ref)
+        with self._tx() as db:
+            db.execute("UPDATE sources SET write_key = ? WHERE id = ?", (new_token(), source.id))
+        return self.get_source(str(source.id))
+
+    def delete_source(self, ref: str) -> Source:
+        source = self.get_source(ref)
+        with self._tx() as db:
+            db.execute("DELETE FROM sources WHERE id = ?", (source.id,))
+        return source
+
+    # -- destinations -----------------------------------------------------------------------
+
+    def add_destination(self, source_ref: str, type_: str, name: str, config: dict[str, Any]) -> Destination:
+        source = self.get_source(source_ref)
+        with self._tx() as db:
+            if db.execute(
+                "SELECT 1 FROM destinations WHERE source_id = ? AND name = ?", (source.id, name)
+            ).fetchone():
+                raise CatalogError(f"source {source.schema!r} already has a destination named {name!r}")
+            cur = db.execute(
+                "INSERT INTO destinations (source_id, type, name, config, created_at) VALUES (?, ?, ?, ?, ?)",
+                (source.id, type_, name, orjson.dumps(config).decode(), _now()),
+            )
+            dest_id = int(cur.lastrowid or 0)
+        return self.get_destination(str(dest_id))
+
+    def list_destinations(self, source_id: int | None = None) -> list[Destination]:
+        sql, args = "SELECT * FROM destinations", ()
+        if source_id is not None:
+            sql, args = sql + " WHERE source_id = ?", (source_id,)
+        return [_destination(r) for r in self._db().execute(sql + " ORDER BY id", args)]
+
+    def get_destination(self, ref: str) -> Destination:
+        db = self._db()
+        row = db.execute("SELECT * FROM destinations WHERE id = ?", (int(ref),)).fetchone() if ref.isdigit() else None
+        if row is None:
+            rows = db.execute("SELECT * FROM destinations WHERE name = ?", (ref,)).fetchall()
+            if len(rows) > 1:
+                raise CatalogError(f"more than one destination is named {ref!r}; use its id")
+            row = rows[0] if rows else None
+        if row is None:
+            raise CatalogError(f"no destination {ref!r} (give its id or name; `sluice destinations list`)")
+        return _destination(row)
+
+    def set_destination_enabled(self, ref: str, enabled: bool) -> Destination:
+        dest = self.get_destination(ref)
+        with self._tx() as db:
+            db.execute("UPDATE destinations SET enabled = ? WHERE id = ?", (int(enabled), dest.id))
+        return self.get_destination(str(dest.id))
+
+    def remove_destination(self, ref: str) -> Destination:
+        dest = self.get_destination(ref)
+        with self._tx() as db:
+            db.execute("DELETE FROM destinations WHERE id = ?", (dest.id,))
+        return dest
+
+
+def _source(row: sqlite3.Row) -> Source:
+    return Source(
+        id=row["id"],
+        type=row["type"],
+        name=row["name"],
+        schema=row["schema"],
+        write_key=row["write_key"],
+        webhook_token=row["webhook_token"],
+        created_at=row["created_at"],
+    )
+
+
+def _destination(row: sqlite3.Row) -> Destination:
+    return Destination(
+        id=row["id"],
+        source_id=row["source_id"],
+        type=row["type"],
+        name=row["name"],
+        config=orjson.loads(row["config"]),
+        enabled=bool(row["enabled"]),
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,29 @@
+"""The embedded DuckDB warehouse as a delivery target (every source loads into it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sluice.catalog.models import Source
+from sluice.destinations.base import Target
+from sluice.log.base import Entry
+from sluice.warehouse.duckdb_engine import DuckDBWarehouse
+
+
+def warehouse_consumer(source: Source) -> str:
+    return f"warehouse-{source.id}"
+
+
+class EmbeddedWarehouseTarget(Target):
+    label = "warehouse"
+
+    def __init__(self, warehouse: DuckDBWarehouse, source: Source) -> None:
+        self.warehouse = warehouse
+        self.consumer = warehouse_consumer(source)
+
+    def position(self) -> int:
+        # The cursor lives in the warehouse itself, committed with the rows it covers.
+        return self.warehouse.position(self.consumer)[0]
+
+    def deliver(self, source: Source, entries: Sequence[Entry]) -> None:
+        self.warehouse.load(self.consumer, source.schema, entries)

@@ -1,0 +1,257 @@
+"""The HTTP face of sluice: Segment's Tracking API, Drip webhooks, health, metrics, admin query."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluice.catalog.models import Source
+from sluice.ingest.auth import SourceRegistry, basic_username
+from sluice.ingest.body import BadRequest, decode_json, read_body
+from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, parse_time
+from sluice.log.base import Log, LogError, Record
+from sluice.metrics import Metrics
+from sluice.settings import Settings
+from sluice.sources.drip import DripPayloadError, map_webhook
+
+_OK = b'{"success":true}'
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@dataclass
+class Services:
+    """What the endpoints need; the server assembles it."""
+
+    settings: Settings
+    registry: SourceRegistry
+    log: Log
+    metrics: Metrics
+    admin_token: str
+    query: Callable[[str], dict[str, Any]]
+    status: Callable[[], dict[str, Any]]
+
+
+def _refuse(services: Services, endpoint: str, error: BadRequest) -> Response:
+    services.metrics.requests_refused.labels(endpoint, error.code).inc()
+    return json_response({"success": False, "error": error.message}, error.status)
+
+
+def _authenticate(services: Services, request: Request, payload: Any) -> Source:
+    key = basic_username(request.headers.get("authorization"))
+    if key is None and isinstance(payload, dict) and isinstance(payload.get("writeKey"), str):
+        key = payload["writeKey"]
+    if not key:
+        raise BadRequest(
+            "missing write key: send it as the HTTP Basic username or as writeKey in the body",
+            "missing_write_key", 401,
+        )
+    source = services.registry.by_write_key(key)
+    if source is None:
+        raise BadRequest("unknown write key", "unknown_write_key", 401)
+    return source
+
+
+def _object_or_none(payload: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = payload.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise BadRequest(f"{key} must be an object", f"bad_{key}")
+    return value
+
+
+async def _store(services: Services, source: Source, records: list[Record]) -> tuple[int, int]:
+    flags = await services.log.append(records)
+    stored = sum(flags)
+    if stored:
+        services.metrics.accepted.labels(source.schema).inc(stored)
+    if stored < len(flags):
+        services.metrics.duplicates.labels(source.schema).inc(len(flags) - stored)
+    return stored, len(flags) - stored
+
+
+def _timed(endpoint: str, handler: Callable[[Services, Request], Awaitable[Response]]):
+    async def endpoint_fn(request: Request) -> Response:
+        services: Services = request.app.state.services
+        started = time.perf_counter()
+        try:
+            return await handler(services, request)
+        except BadRequest as e:
+            return _refuse(services, endpoint, e)
+        except LogError as e:
+            return _refuse(services, endpoint, BadRequest(f"{e}; retry later", "log_unavailable", 503))
+        finally:
+            services.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    return endpoint_fn
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(settings.max_message_bytes, settings.max_message_id_chars)
+
+
+def single_handler(mtype: str):
+    async def handle(services: Services, request: Request) -> Response:
+        settings = services.settings
+        body = await read_body(request, settings.max_message_bytes)
+        payload = decode_json(body)
+        source = _authenticate(services, request, payload)
+        try:
+            record = canonicalize(payload, mtype, Arrival.now(), _limits(settings), source.id)
+        except Rejected as r:
+            services.metrics.rejected.labels(source.schema, r.code).inc()
+            return json_response({"success": False, "error": r.reason}, 400)
+        await _store(services, source, [record])
+        return Response(_OK, media_type="application/json")
+
+    return handle
+
+
+async def batch_handler(services: Services, request: Request) -> Response:
+    settings = services.settings
+    body = await read_body(request, settings.max_request_bytes)
+    payload = decode_json(body)
+    if not isinstance(payload, dict):
+        raise BadRequest('body must be a JSON object like {"batch": [...]}', "bad_batch")
+    source = _authenticate(services, request, payload)
+    batch = payload.get("batch")
+    if not isinstance(batch, list):
+        raise BadRequest("batch must be an array of messages", "bad_batch")
+    if len(batch) > settings.max_batch_events:
+        raise BadRequest(
+            f"batch has {len(batch):,} messages; the limit is {settings.max_batch_events:,} per request",
+            "too_many_events",
+        )
+    sent_at = None
+    if payload.get("sentAt") is not None:
+        try:
+            sent_at = parse_time(payload["sentAt"], "sentAt")
+        except Rejected as r:
+            raise BadRequest(r.reason, "bad_timestamp") from None
+    arrival = Arrival.now(
+        sent_at=sent_at,
+        context=_object_or_none(payload, "context"),
+        integrations=_object_or_none(payload, "integrations"),
+    )
+    limits = _limits(settings)
+    records: list[Record] = []
+    rejected: list[dict[str, Any]] = []
+    for index, item in enumerate(batch):
+        try:
+            records.append(canonicalize(item, None, arrival, limits, source.id))
+        except Rejected as r:
+            rejected.append({"index": index, "reason": r.reason})
+            services.metrics.rejected.labels(source.schema, r.code).inc()
+    stored, duplicates = await _store(services, source, records) if records else (0, 0)
+    answer: dict[str, Any] = {"success": True, "stored": stored, "duplicates": duplicates}
+    if rejected:
+        answer["rejected"] = rejected
+    return json_response(answer)
+
+
+async def drip_webhook_handler(services: Services, request: Request) -> Response:
+    source = services.registry.by_webhook_token(request.path_params["token"])
+    if source is None or source.type != "drip":
+        # Same answer as any unknown path: a wrong token learns nothing.
+        raise BadRequest("not found", "unknown_webhook_token", 404)
+    body = await read_body(request, services.settings.max_request_bytes)
+    payload = decode_json(body)
+    try:
+        mapping = map_webhook(payload)
+    except DripPayloadError as e:
+        services.metrics.rejected.labels(source.schema, "bad_drip_webhook").inc()
+        raise BadRequest(f"not a Drip webhook: {e.reason}", "bad_drip_webhook") from None
+    if not mapping.known:
+        services.metrics.drip_unknown.labels(source.schema).inc()
+    arrival = Arrival.now()
+    limits = _limits(services.settings)
+    try:  # all of a webhook's messages or none: never half-store a request
+        records = [canonicalize(m, None, arrival, limits, source.id) for m in mapping.messages]
+    except Rejected as r:
+        services.metrics.rejected.labels(source.schema, r.code).inc()
+        raise BadRequest(f"webhook cannot be stored: {r.reason}", r.code) from None
+    stored, duplicates = await _store(services, source, records)
+    return json_response({"success": True, "stored": stored, "duplicates": duplicates})
+
+
+async def noop_handler(services: Services, request: Request) -> Response:
+    """Benchmark baseline: same server stack, no work. Only routed when settings.bench_endpoints."""
+    return Response(_OK, media_type="application/json")
+
+
+async def health(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return json_response({"status": "ok", "log_head": services.log.head()})
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    services.metrics.log_head.set(services.log.head())
+    await run_in_threadpool(services.status)  # refreshes lag gauges
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _admin(services: Services, request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    # A write key never opens this: only the admin token kept in the data dir does.
+    if not token or not hmac.compare_digest(token.encode(), services.admin_token.encode()):
+        raise BadRequest("admin token required (Authorization: Bearer <data-dir>/admin-token)", "admin_auth", 401)
+
+
+async def admin_query(services: Services, request: Request) -> Response:
+    _admin(services, request)
+    payload = decode_json(await read_body(request, 1024 * 1024))
+    if not isinstance(payload, dict) or not isinstance(payload.get("sql"), str):
+        raise BadRequest('body must be {"sql": "..."}', "bad_query")
+    try:
+        result = await run_in_threadpool(services.query, payload["sql"])
+    except Exception as e:  # the user's SQL failed: tell them why
+        return json_response({"error": str(e)}, 400)
+    return Response(orjson.dumps(result, default=str), media_type="application/json")
+
+
+async def admin_status(services: Services, request: Request) -> Response:
+    _admin(services, request)
+    return json_response(await run_in_threadpool(services.status))
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return json_response({"success": False, "error": "not found"}, 404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return json_response({"success": False, "error": f"{request.method} is not allowed here; use POST"}, 405)
+
+
+def create_app(services: Services, lifespan: Any = None) -> Starlette:
+    routes = [Route(f"/v1/{t}", _timed(t, single_handler(t)), methods=["POST"]) for t in MESSAGE_TYPES]
+    routes += [
+        Route("/v1/batch", _timed("batch", batch_handler), methods=["POST"]),
+        Route("/v1/import", _timed("import", batch_handler), methods=["POST"]),
+        Route("/webhooks/drip/{token}", _timed("drip_webhook", drip_webhook_handler), methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/query", _timed("admin_query", admin_query), methods=["POST"]),
+        Route("/admin/status", _timed("admin_status", admin_status), methods=["GET"]),
+    ]
+    if services.settings.bench_endpoints:
+        routes.append(Route("/bench/noop", _timed("noop", noop_handler), methods=["POST"]))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,59 @@
+"""Who is sending: write keys (HTTP Basic or body `writeKey`) and Drip webhook tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+
+from sluice.catalog.models import Source
+from sluice.catalog.store import Catalog
+
+
+def basic_username(header: str | None) -> str | None:
+    """The write key from `Authorization: Basic base64("<key>:")`; a key without the colon is tolerated."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0] or None
+
+
+class SourceRegistry:
+    """Write key / webhook token -> source, reloaded whenever the catalog changes on disk."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._lock = threading.Lock()
+        self._version = -1
+        self._by_key: dict[str, Source] = {}
+        self._by_token: dict[str, Source] = {}
+        self._by_id: dict[int, Source] = {}
+
+    def _fresh(self) -> None:
+        version = self._catalog.data_version()
+        if version == self._version:
+            return
+        with self._lock:
+            sources = self._catalog.list_sources()
+            self._by_key = {s.write_key: s for s in sources}
+            self._by_token = {s.webhook_token: s for s in sources if s.webhook_token}
+            self._by_id = {s.id: s for s in sources}
+            self._version = version
+
+    def invalidate(self) -> None:
+        self._version = -1
+
+    def by_write_key(self, key: str) -> Source | None:
+        self._fresh()
+        return self._by_key.get(key)
+
+    def by_webhook_token(self, token: str) -> Source | None:
+        self._fresh()
+        return self._by_token.get(token)
+
+    def all(self) -> list[Source]:
+        self._fresh()
+        return list(self._by_id.values())

@@ -1,0 +1,216 @@
+"""Turn one decoded Segment message into the canonical message the log stores.
+
+Canonical = Segment's own message shape with `type`, a `messageId`, the four timestamps
+(`timestamp`, `originalTimestamp`, `sentAt`, `receivedAt`, UTC ISO-8601 with milliseconds), the
+batch's `context`/`integrations` merged in, and `writeKey` removed. Validation happens here,
+in the same pass, so the message is decoded once and serialised once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from sluice.log.base import Record
+
+MESSAGE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+# The object each type carries its payload in.
+_PAYLOAD_KEY = {
+    "track": "properties",
+    "page": "properties",
+    "screen": "properties",
+    "identify": "traits",
+    "group": "traits",
+    "alias": None,
+}
+# Keys handled explicitly above the catch-all that keeps any other top-level key a sender adds.
+_HANDLED = frozenset(
+    ("writeKey", "type", "messageId", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "context",
+     "integrations", "userId", "anonymousId", "event", "name", "category", "groupId", "previousId",
+     "properties", "traits")
+)
+
+
+class Rejected(ValueError):
+    """A message that fails validation; `reason` is shown to the sender and counted in metrics."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code  # short, stable label for metrics
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int
+    max_message_id_chars: int
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What is shared by every message of one request: when it arrived and the batch envelope."""
+
+    received: datetime
+    received_iso: str
+    received_ms: int
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+
+    @classmethod
+    def now(cls, **kw: Any) -> Arrival:
+        now = datetime.now(UTC)
+        return cls(received=now, received_iso=iso(now), received_ms=int(now.timestamp() * 1000), **kw)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise Rejected(f"{field} must be an ISO-8601 string, got {_kind(value)}", "bad_timestamp")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(f"{field} is not an ISO-8601 date-time: {value[:64]!r}", "bad_timestamp") from None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _identity(value: Any, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # Segment's libraries accept numeric ids and send them as strings
+    raise Rejected(f"{field} must be a string, got {_kind(value)}", "bad_identity")
+
+
+def _object(msg: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Rejected(f"{key} must be an object, got {_kind(value)}", f"bad_{key}")
+    return value
+
+
+def _shape(obj: dict[str, Any]) -> tuple[Any, ...]:
+    # Keys, and the key structure of nested objects: all a loader needs to know the columns.
+    return tuple((k, _shape(v)) if type(v) is dict else k for k, v in obj.items())
+
+
+def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, source_id: int) -> Record:
+    """Validate and normalise one message; raise Rejected with the reason if it is not acceptable."""
+    if not isinstance(msg, dict):
+        raise Rejected(f"a message must be a JSON object, got {_kind(msg)}", "not_object")
+    mtype = type_ or msg.get("type")
+    if mtype not in MESSAGE_TYPES:
+        raise Rejected(
+            f"type must be one of {', '.join(MESSAGE_TYPES)}; got {str(mtype)[:40]!r}", "bad_type"
+        )
+
+    out: dict[str, Any] = {"type": mtype}
+    user_id = _identity(msg.get("userId"), "userId")
+    anonymous_id = _identity(msg.get("anonymousId"), "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise Rejected("every message needs a userId or an anonymousId", "missing_identity")
+
+    message_id = msg.get("messageId")
+    if message_id is None or message_id == "":
+        message_id = str(uuid.uuid4())
+    elif not isinstance(message_id, str):
+        raise Rejected(f"messageId must be a string, got {_kind(message_id)}", "bad_message_id")
+    elif len(message_id) > limits.max_message_id_chars:
+        raise Rejected(
+            f"messageId is {len(message_id)} characters; the limit is {limits.max_message_id_chars}",
+            "bad_message_id",
+        )
+    out["messageId"] = message_id
+    if user_id is not None:
+        out["userId"] = user_id
+    if anonymous_id is not None:
+        out["anonymousId"] = anonymous_id
+
+    if mtype == "track":
+        event = msg.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise Rejected("a track call needs an event name (a non-empty string)", "missing_event")
+        out["event"] = event
+    elif mtype in ("page", "screen"):
+        name = msg.get("name")
+        if name is not None and not isinstance(name, str):
+            raise Rejected(f"name must be a string, got {_kind(name)}", "bad_name")
+        if name is not None:
+            out["name"] = name
+        category = msg.get("category")
+        if isinstance(category, str):
+            out["category"] = category
+    elif mtype == "group":
+        group_id = _identity(msg.get("groupId"), "groupId")
+        if group_id is None:
+            raise Rejected("a group call needs a groupId", "missing_group_id")
+        out["groupId"] = group_id
+    elif mtype == "alias":
+        previous_id = _identity(msg.get("previousId"), "previousId")
+        if previous_id is None or user_id is None:
+            raise Rejected("an alias call needs both previousId and userId", "missing_alias_ids")
+        out["previousId"] = previous_id
+
+    payload_key = _PAYLOAD_KEY[mtype]
+    shape: tuple[Any, ...] = (mtype, out.get("event"))
+    if payload_key is not None:
+        payload = _object(msg, payload_key) or {}
+        out[payload_key] = payload
+        shape += (_shape(payload),)
+
+    context = _object(msg, "context")
+    if arrival.context:
+        context = {**arrival.context, **context} if context else arrival.context
+    if context:
+        out["context"] = context
+        shape += (_shape(context),)
+    integrations = _object(msg, "integrations")
+    if arrival.integrations:
+        integrations = {**arrival.integrations, **integrations} if integrations else arrival.integrations
+    if integrations:
+        out["integrations"] = integrations
+
+    # Timestamps (reference: timestamp = receivedAt - (sentAt - originalTimestamp)).
+    sent = parse_time(msg["sentAt"], "sentAt") if msg.get("sentAt") is not None else arrival.sent_at
+    original = parse_time(msg["timestamp"], "timestamp") if msg.get("timestamp") is not None else None
+    if original is not None and sent is not None:
+        timestamp = iso(arrival.received - (sent - original))
+    elif original is not None:
+        timestamp = iso(original)
+    else:
+        timestamp = arrival.received_iso
+    out["timestamp"] = timestamp
+    if original is not None:
+        out["originalTimestamp"] = iso(original)
+    if sent is not None:
+        out["sentAt"] = iso(sent)
+    out["receivedAt"] = arrival.received_iso
+
+    for key, value in msg.items():  # anything else the sender added is kept, never silently dropped
+        if key not in _HANDLED:
+            out[key] = value
+
+    body = orjson.dumps(out)
+    if len(body) > limits.max_message_bytes:
+        raise Rejected(
+            f"message is {len(body):,} bytes; the limit is {limits.max_message_bytes:,} bytes per message",
+            "too_large",
+        )
+    return Record(source_id, message_id, arrival.received_ms, hash(shape), body)

@@ -1,0 +1,77 @@
+"""The log interface: an append-only, ordered, durable sequence of canonical messages.
+
+Backends: SQLite WAL (embedded, `sqlite.py`). A NATS JetStream backend fits the same shape:
+`append` = publish with the messageId as `Nats-Msg-Id` (JetStream's own dedup window) awaiting
+the acks; `read` = fetch from a per-source subject; `cursor`/`set_cursor` = a durable consumer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import NamedTuple
+
+
+class Record(NamedTuple):
+    """One canonical message on its way into the log."""
+
+    source_id: int
+    message_id: str
+    received_ms: int
+    shape: int  # hash of the message's key structure: lets loaders skip schema discovery per row
+    body: bytes  # canonical JSON
+
+
+class Entry(NamedTuple):
+    """One message read back from the log."""
+
+    seq: int
+    shape: int
+    received_ms: int
+    body: bytes
+
+
+class LogError(RuntimeError):
+    """The log could not make an append durable (disk full, I/O error)."""
+
+
+class Log(ABC):
+    @abstractmethod
+    async def append(self, records: Sequence[Record]) -> list[bool]:
+        """Durably append; returns, per record, True if stored or False if a duplicate messageId."""
+
+    @abstractmethod
+    def read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
+        """Entries of one source with seq > after_seq, in order."""
+
+    @abstractmethod
+    def head(self) -> int:
+        """The highest seq committed so far (0 when empty)."""
+
+    @abstractmethod
+    def wait_for(self, after_seq: int, timeout: float) -> int:
+        """Block until something beyond after_seq is committed or timeout passes; returns head()."""
+
+    @abstractmethod
+    def seq_before(self, source_id: int, received_ms: int) -> int:
+        """The seq just before the source's first entry received at or after received_ms (for replay)."""
+
+    @abstractmethod
+    def last_seq(self, source_id: int, until_ms: int | None = None) -> int:
+        """The source's last seq (received before until_ms, if given)."""
+
+    @abstractmethod
+    def cursor(self, consumer: str) -> int:
+        """A consumer's position (0 = from the start)."""
+
+    @abstractmethod
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        """Durably move a consumer's position."""
+
+    @abstractmethod
+    def prune(self, keep_after: dict[int, int], older_than_ms: int) -> int:
+        """Drop entries every consumer of their source has passed (source_id -> min cursor) that are
+        also older than the retention; returns how many were dropped."""
+
+    @abstractmethod
+    def close(self) -> None: ...

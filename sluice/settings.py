@@ -1,0 +1,67 @@
+"""Every limit and default in one place, each a named setting (DESIGN: "Every limit ... is a named setting").
+
+Values can be overridden with environment variables named SLUICE_<FIELD> (upper case),
+e.g. SLUICE_DEDUP_WINDOW_SECONDS=3600. docs/configuration.md lists them with their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+KB = 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("SLUICE_DATA_DIR", "./sluice-data")))
+    host: str = "127.0.0.1"
+    port: int = 8088
+    # Base URL printed in webhook URLs; defaults to http://host:port.
+    public_url: str = ""
+
+    # Segment's documented limits (reference/segment-http-api.md).
+    max_message_bytes: int = 32 * KB
+    max_request_bytes: int = 500 * KB
+    max_batch_events: int = 2500
+    max_message_id_chars: int = 100
+
+    # Log.
+    dedup_window_seconds: int = 24 * 3600
+    log_retention_seconds: int = 7 * 24 * 3600
+
+    # Loading: a batch is flushed at most this long after its first event arrived.
+    load_linger_seconds: float = 0.2
+    load_batch_max_events: int = 20_000
+
+    # Delivery to destinations.
+    retry_window_seconds: int = 4 * 3600
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    delivery_timeout_seconds: float = 10.0
+
+    # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
+    bench_endpoints: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from SLUICE_* environment variables, then explicit overrides (CLI flags)."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"SLUICE_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name))
+            if kind is bool:
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            else:
+                values[f.name] = Path(raw) if f.name == "data_dir" else kind(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(str(values["data_dir"]))
+        return cls(**values)  # type: ignore[arg-type]
