@@ -1,72 +1,159 @@
-"""One worker per (source, destination): read from its cursor, deliver, advance only on success."""
+"""One worker per (source, destination): read from its cursor, deliver, advance only on success.
+
+Transient failures back off exponentially with jitter (or as long as Retry-After asks) for the
+retry window, then the batch goes to dead letters; permanent refusals go to dead letters at once,
+one event at a time. Batches go out in log order, so one user's events keep their order.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from sluice.catalog.models import Source
 from sluice.delivery.backoff import backoff_delay
-from sluice.destinations.base import Target
-from sluice.log.base import Log
+from sluice.delivery.routing import wanted
+from sluice.delivery.state import DeliveryState
+from sluice.destinations.base import Failure, Target, TransientError
+from sluice.log.base import Entry, Log
 from sluice.metrics import Metrics
 from sluice.settings import Settings
 
-log = logging.getLogger("sluice.delivery")
-
-
-@dataclass
-class WorkerState:
-    """What `deliveries status` shows for one worker."""
-
-    last_success: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    attempts: int = 0
-    delivered: int = 0
+logger = logging.getLogger("sluice.delivery")
 
 
 class Worker(threading.Thread):
-    def __init__(self, log_: Log, source: Source, target: Target, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        log: Log,
+        state: DeliveryState,
+        source: Source,
+        target: Target,
+        settings: Settings,
+        metrics: Metrics,
+        names: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(name=f"deliver-{source.schema}-{target.label}", daemon=True)
-        self.log = log_
+        self.log = log
+        self.state = state
         self.source = source
         self.target = target
         self.settings = settings
         self.metrics = metrics
-        self.state = WorkerState()
+        self.names = names  # how `integrations` may name this destination; () = not filtered
+        self._labels = (source.schema, target.label)
         self._stop = threading.Event()
+        self._attempts = 0
+        self._failing_since: float | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
+    def position(self) -> int:
+        return self.target.position() if self.target.transactional else self.state.cursor(self.target.consumer)
+
     def run(self) -> None:
-        labels = (self.source.schema, self.target.label)
-        linger = self.settings.load_linger_seconds
-        while not self._stop.is_set():
-            head = self.log.head()
-            try:
-                cursor = self.target.position()
-                entries = self.log.read(self.source.id, cursor, self.settings.load_batch_max_events)
-                if not entries:
-                    if self.log.wait_for(head, 1.0) > head and not self._stop.is_set():
-                        time.sleep(linger)  # let a burst gather into one batch
+        try:
+            while not self._stop.is_set():
+                head = self.log.head()
+                try:
+                    busy = self._redrive() or self._replay() or self._step()
+                except Exception as e:
+                    self._failed(e if isinstance(e, TransientError) else TransientError(f"{type(e).__name__}: {e}"))
                     continue
-                self.target.deliver(self.source, entries)
-            except Exception as e:
-                self.state.attempts += 1
-                self.state.last_error = f"{type(e).__name__}: {e}"
-                self.state.last_error_at = time.time()
-                self.metrics.delivery_errors.labels(*labels, "transient").inc()
-                delay = backoff_delay(
-                    self.state.attempts, self.settings.retry_initial_seconds, self.settings.retry_max_seconds
-                )
-                log.warning("delivery to %s failed (retry in %.1fs): %s", self.target.label, delay, e)
-                self._stop.wait(delay)
-                continue
-            self.state.attempts = 0
-            self.state.last_success = time.time()
-            self.state.delivered += len(entries)
-            self.metrics.delivered.labels(*labels).inc(len(entries))
+                self._attempts, self._failing_since = 0, None
+                if not busy and self.log.wait_for(head, 1.0) > head and not self._stop.is_set():
+                    time.sleep(self.settings.load_linger_seconds)  # let a burst gather into one batch
+        finally:
+            self.target.close()
+
+    # -- one unit of work each; True if there was something to do ---------------------------
+
+    def _step(self) -> bool:
+        entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
+        if not entries:
+            return False
+        failures = self._deliver(entries, replay=False)
+        if not self.target.transactional:
+            self.state.advance(self.target.consumer, self.source.id, entries[-1].seq, failures)
+        elif failures:
+            self.state.advance(self.target.consumer, self.source.id, None, failures)
+        return True
+
+    def _replay(self) -> bool:
+        replay = self.state.active_replay(self.target.consumer)
+        if replay is None:
+            return False
+        limit = self.settings.load_batch_max_events
+        entries = [e for e in self.log.read(self.source.id, replay.next_seq, limit) if e.seq <= replay.end_seq]
+        if not entries:
+            self.state.advance_replay(replay.id, replay.end_seq, self.target.consumer, self.source.id)
+            return True
+        failures = self._deliver(entries, replay=True)
+        self.state.advance_replay(replay.id, entries[-1].seq, self.target.consumer, self.source.id, failures)
+        return True
+
+    def _redrive(self) -> bool:
+        taken = self.state.redrives(self.target.consumer, 500)
+        if not taken:
+            return False
+        by_seq = {entry.seq: dl_id for dl_id, entry in taken}
+        failures = self.target.deliver(self.source, [entry for _, entry in taken], replay=True)
+        refused = {by_seq[f.entry.seq]: f.reason for f in failures}
+        self.state.finish_redrive(self.target.consumer, list(by_seq.values()), refused)
+        self._count(len(taken) - len(refused), refused=len(refused))
+        return True
+
+    def _deliver(self, entries: Sequence[Entry], replay: bool) -> list[Failure]:
+        chosen = [e for e in entries if wanted(e.body, self.names)] if self.names else list(entries)
+        if not chosen:
+            return []
+        failures = self.target.deliver(self.source, chosen, replay=replay)
+        self._count(len(chosen) - len(failures), refused=len(failures))
+        return failures
+
+    def _count(self, delivered: int, refused: int) -> None:
+        if delivered:
+            self.metrics.delivered.labels(*self._labels).inc(delivered)
+        if refused:
+            self.metrics.dead_letters.labels(*self._labels).inc(refused)
+
+    # -- failure handling -------------------------------------------------------------------
+
+    def _failed(self, error: TransientError) -> None:
+        consumer = self.target.consumer
+        if error.done_through is not None or error.failed:
+            # Part of the batch got through (or was refused for good): never send that part again.
+            seq = error.done_through if not self.target.transactional else None
+            self.state.advance(consumer, self.source.id, seq, error.failed)
+            if error.failed:
+                self.metrics.dead_letters.labels(*self._labels).inc(len(error.failed))
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._attempts += 1
+        message = str(error)
+        self.state.record_error(consumer, message)
+        self.metrics.delivery_errors.labels(*self._labels, "transient").inc()
+        if now - self._failing_since >= self.settings.retry_window_seconds and not self.target.transactional:
+            self._give_up(message)
+            return
+        delay = backoff_delay(self._attempts, self.settings.retry_initial_seconds, self.settings.retry_max_seconds)
+        if error.retry_after is not None:
+            delay = max(error.retry_after, 0.0)
+        logger.warning("delivery %s -> %s failed (attempt %d, retry in %.1fs): %s",
+                       self.source.schema, self.target.label, self._attempts, delay, message)
+        self._stop.wait(delay)
+
+    def _give_up(self, message: str) -> None:
+        """The retry window is over: the batch at the cursor goes to dead letters and delivery moves on."""
+        entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
+        window_h = self.settings.retry_window_seconds / 3600
+        reason = f"gave up after retrying for {window_h:g} h: {message}"
+        failures = [Failure(e, reason) for e in entries]
+        if entries:
+            self.state.advance(self.target.consumer, self.source.id, entries[-1].seq, failures)
+            self.metrics.dead_letters.labels(*self._labels).inc(len(failures))
+        self._attempts, self._failing_since = 0, None

@@ -4,21 +4,62 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sluice.catalog.models import Source
 from sluice.log.base import Entry
 
 
-class Target(ABC):
-    """A destination as seen by one worker: where its cursor is, and how to hand it a batch.
+@dataclass(frozen=True)
+class Failure:
+    """One event the destination refused for good (a 4xx about that event): it goes to dead letters."""
 
-    `deliver` must advance `position()` past the batch only when the batch is safely delivered.
+    entry: Entry
+    reason: str
+
+
+class TransientError(Exception):
+    """The destination could not take the batch now (timeout, connection error, 5xx, 408, 429).
+
+    `retry_after`: seconds the destination asked us to wait (Retry-After), if it said.
+    `done_through`: the last seq that *was* delivered before the failure, so the cursor can move
+    past it and it is not sent twice.
+    `failed`: events refused for good before the failure.
     """
 
-    label: str
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        done_through: int | None = None,
+        failed: Sequence[Failure] = (),
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.done_through = done_through
+        self.failed = list(failed)
+
+
+class Target(ABC):
+    """A destination as one worker sees it.
+
+    `deliver` hands over a batch, in log order. It returns the events refused for good (they go
+    to dead letters, the rest count as delivered) or raises TransientError to be retried.
+    A `transactional` target keeps its own cursor, committed with the data (`position`); for the
+    others the worker keeps the cursor in the log after each successful batch.
+    """
+
+    label: str  # shown in status and metrics, e.g. "warehouse" or the destination's name
+    consumer: str  # the cursor's name
+    transactional: bool = False
+
+    def position(self) -> int:
+        raise NotImplementedError
 
     @abstractmethod
-    def position(self) -> int: ...
+    def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
+        """`replay`: these entries are re-sent (replay or re-drive); a transactional target must not
+        move its cursor for them and must skip rows it already holds."""
 
-    @abstractmethod
-    def deliver(self, source: Source, entries: Sequence[Entry]) -> None: ...
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

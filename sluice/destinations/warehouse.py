@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.catalog.models import Source
-from sluice.destinations.base import Target
+from sluice.destinations.base import Failure, Target
 from sluice.log.base import Entry
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
 
@@ -16,6 +16,7 @@ def warehouse_consumer(source: Source) -> str:
 
 class EmbeddedWarehouseTarget(Target):
     label = "warehouse"
+    transactional = True
 
     def __init__(self, warehouse: DuckDBWarehouse, source: Source) -> None:
         self.warehouse = warehouse
@@ -25,5 +26,7 @@ class EmbeddedWarehouseTarget(Target):
         # The cursor lives in the warehouse itself, committed with the rows it covers.
         return self.warehouse.position(self.consumer)[0]
 
-    def deliver(self, source: Source, entries: Sequence[Entry]) -> None:
-        self.warehouse.load(self.consumer, source.schema, entries)
+    def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
+        # Values that do not fit a column go to the discards table, so nothing is refused here.
+        self.warehouse.load(self.consumer, source.schema, entries, replay=replay)
+        return []

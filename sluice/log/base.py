@@ -2,7 +2,8 @@
 
 Backends: SQLite WAL (embedded, `sqlite.py`). A NATS JetStream backend fits the same shape:
 `append` = publish with the messageId as `Nats-Msg-Id` (JetStream's own dedup window) awaiting
-the acks; `read` = fetch from a per-source subject; `cursor`/`set_cursor` = a durable consumer.
+the acks; `read` = fetch from a per-source subject; consumer positions live in
+delivery state (sluice/delivery/state.py).
 """
 
 from __future__ import annotations
@@ -61,12 +62,8 @@ class Log(ABC):
         """The source's last seq (received before until_ms, if given)."""
 
     @abstractmethod
-    def cursor(self, consumer: str) -> int:
-        """A consumer's position (0 = from the start)."""
-
-    @abstractmethod
-    def set_cursor(self, consumer: str, seq: int) -> None:
-        """Durably move a consumer's position."""
+    def depth(self, source_id: int, after_seq: int) -> int:
+        """How many of the source's entries lie beyond after_seq (a consumer's lag)."""
 
     @abstractmethod
     def prune(self, keep_after: dict[int, int], older_than_ms: int) -> int:

@@ -27,7 +27,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_source ON events (source_id, seq);
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 # SQLite allows 32,766 bound variables per statement; `seen` rows take two.
 _SEEN_CHUNK = 8000
@@ -185,18 +184,6 @@ class SqliteLog(Log):
             args.append(until_ms)
         row = self._rdb().execute(sql, args).fetchone()
         return int(row[0] or 0)
-
-    def cursor(self, consumer: str) -> int:
-        row = self._rdb().execute("SELECT seq FROM cursors WHERE consumer = ?", (consumer,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def set_cursor(self, consumer: str, seq: int) -> None:
-        # Cursor writes are rare next to appends; a short separate transaction is fine.
-        self._rdb().execute(
-            "INSERT INTO cursors (consumer, seq) VALUES (?, ?)"
-            " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
-            (consumer, seq),
-        )
 
     def prune(self, keep_after: dict[int, int], older_than_ms: int) -> int:
         dropped = 0

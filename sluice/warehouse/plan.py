@@ -192,13 +192,15 @@ class TablePlan:
                 raw = f"x[{index[p]}]"
                 reason = sql_string(f"{p} cannot be stored in the {col.type} column {col.name}")
                 selects.append(
-                    f"SELECT {table}, {sql_string(col.name)}, {id_x}, {raw}, {reason}, {recv} FROM s"
+                    f"SELECT {table} AS table_name, {sql_string(col.name)} AS column_name, {id_x} AS row_id,"
+                    f" {raw} AS value, {reason} AS reason, {recv} AS received_at FROM s"
                     f" WHERE {raw} IS NOT NULL AND {cast_sql(raw, col.type)} IS NULL"
                 )
         for pointer, label, reason in self.discards:
             raw = f"x[{index[pointer]}]"
             selects.append(
-                f"SELECT {table}, {sql_string(label)}, {id_x}, {raw}, {sql_string(reason)}, {recv} FROM s"
+                f"SELECT {table} AS table_name, {sql_string(label)} AS column_name, {id_x} AS row_id,"
+                f" {raw} AS value, {sql_string(reason)} AS reason, {recv} AS received_at FROM s"
                 f" WHERE {raw} IS NOT NULL"
             )
         if not selects:
@@ -339,8 +341,7 @@ class Planner:
                 f"arg_min(json_type(body, {p}), seq) {keep}",
                 f"arg_min(json_extract_string(body, {p}), seq) {keep}",
             ]
-        row = staging.execute(f"SELECT {', '.join(parts)} FROM staging WHERE shape IN ({shapes})").fetchone()
-        assert row is not None
+        row = staging.execute(f"SELECT {', '.join(parts)} FROM staging WHERE shape IN ({shapes})").fetchall()[0]
         used = len(existing) if plan.exists else len(plan.kind.standard) + 1  # + loaded_at
         room = self.dialect.max_columns - used
         for i, col in enumerate(unknown):

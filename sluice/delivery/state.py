@@ -1,0 +1,220 @@
+"""Delivery bookkeeping: cursors, dead letters, replays and last-known status per destination.
+
+It lives in its own tables of the log's SQLite file and is written by the server's workers and
+read (and, for re-drives and replays, written) by the CLI. Moving a cursor and dead-lettering the
+events it skips happen in one transaction, so an event is either delivered, dead-lettered, or
+still ahead of the cursor: never lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sluice.destinations.base import Failure
+from sluice.log.base import Entry
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  consumer TEXT NOT NULL,
+  source_id INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  received_at INTEGER NOT NULL,
+  body BLOB NOT NULL,          -- a copy: dead letters outlive the log's retention
+  reason TEXT NOT NULL,
+  failed_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  retry_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_consumer ON dead_letters (consumer, retry_requested, id);
+CREATE TABLE IF NOT EXISTS replays (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  consumer TEXT NOT NULL,
+  next_seq INTEGER NOT NULL,   -- deliver entries with seq > next_seq ...
+  end_seq INTEGER NOT NULL,    -- ... up to and including end_seq
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivery_status (
+  consumer TEXT PRIMARY KEY,
+  last_success INTEGER,
+  last_error TEXT,
+  last_error_at INTEGER
+);
+"""
+
+
+@dataclass(frozen=True)
+class Replay:
+    id: int
+    next_seq: int
+    end_seq: int
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeliveryState:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- cursors ----------------------------------------------------------------------------
+
+    def cursor(self, consumer: str) -> int:
+        row = self._db().execute("SELECT seq FROM cursors WHERE consumer = ?", (consumer,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def advance(self, consumer: str, source_id: int, seq: int | None, failures: Sequence[Failure] = ()) -> None:
+        """Dead-letter `failures` and move the cursor to `seq` (if given), atomically."""
+        with self._tx() as db:
+            self._dead_letter(db, consumer, source_id, failures)
+            if seq is not None:
+                db.execute(
+                    "INSERT INTO cursors (consumer, seq) VALUES (?, ?)"
+                    " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
+                    (consumer, seq),
+                )
+            db.execute(
+                "INSERT INTO delivery_status (consumer, last_success) VALUES (?, ?)"
+                " ON CONFLICT (consumer) DO UPDATE SET last_success = excluded.last_success",
+                (consumer, _ms()),
+            )
+
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cursors (consumer, seq) VALUES (?, ?)"
+                " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
+                (consumer, seq),
+            )
+
+    @staticmethod
+    def _dead_letter(db: sqlite3.Connection, consumer: str, source_id: int, failures: Sequence[Failure]) -> None:
+        if failures:
+            now = _ms()
+            db.executemany(
+                "INSERT INTO dead_letters (consumer, source_id, seq, received_at, body, reason, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(consumer, source_id, f.entry.seq, f.entry.received_ms, f.entry.body, f.reason, now)
+                 for f in failures],
+            )
+
+    def record_error(self, consumer: str, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO delivery_status (consumer, last_error, last_error_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (consumer) DO UPDATE SET last_error = excluded.last_error,"
+                " last_error_at = excluded.last_error_at",
+                (consumer, error[:1000], _ms()),
+            )
+
+    def status(self, consumer: str) -> dict[str, Any]:
+        db = self._db()
+        row = db.execute("SELECT * FROM delivery_status WHERE consumer = ?", (consumer,)).fetchone()
+        dead = db.execute("SELECT count(*) FROM dead_letters WHERE consumer = ?", (consumer,)).fetchone()[0]
+        return {
+            "last_success": row["last_success"] if row else None,
+            "last_error": row["last_error"] if row else None,
+            "last_error_at": row["last_error_at"] if row else None,
+            "dead_letters": int(dead),
+        }
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    def dead_letters(self, consumer: str, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self._db().execute(
+            "SELECT id, seq, received_at, reason, failed_at, attempts, retry_requested, body"
+            " FROM dead_letters WHERE consumer = ? ORDER BY id LIMIT ?",
+            (consumer, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def request_retry(self, consumer: str, ids: Sequence[int] | None) -> int:
+        """Mark dead letters (all, or these ids) for re-drive; the destination's worker takes them."""
+        with self._tx() as db:
+            if ids is None:
+                cur = db.execute("UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ?", (consumer,))
+            else:
+                cur = db.executemany(
+                    "UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ? AND id = ?",
+                    [(consumer, i) for i in ids],
+                )
+            return int(cur.rowcount)
+
+    def redrives(self, consumer: str, limit: int) -> list[tuple[int, Entry]]:
+        rows = self._db().execute(
+            "SELECT id, seq, received_at, body FROM dead_letters WHERE consumer = ? AND retry_requested = 1"
+            " ORDER BY id LIMIT ?",
+            (consumer, limit),
+        )
+        return [(r["id"], Entry(r["seq"], 0, r["received_at"], r["body"])) for r in rows]
+
+    def finish_redrive(self, consumer: str, ids: Sequence[int], failures: dict[int, str]) -> None:
+        """Delivered re-drives leave the store; ones refused again stay, with the new reason."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids if i not in failures]
+            )
+            db.executemany(
+                "UPDATE dead_letters SET retry_requested = 0, reason = ?, attempts = attempts + 1,"
+                " failed_at = ? WHERE id = ?",
+                [(reason, _ms(), i) for i, reason in failures.items()],
+            )
+
+    # -- replays ----------------------------------------------------------------------------
+
+    def add_replay(self, consumer: str, after_seq: int, end_seq: int) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO replays (consumer, next_seq, end_seq, created_at) VALUES (?, ?, ?, ?)",
+                (consumer, after_seq, end_seq, _ms()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def active_replay(self, consumer: str) -> Replay | None:
+        row = self._db().execute(
+            "SELECT id, next_seq, end_seq FROM replays WHERE consumer = ? ORDER BY id LIMIT 1", (consumer,)
+        ).fetchone()
+        return Replay(row["id"], row["next_seq"], row["end_seq"]) if row else None
+
+    def advance_replay(self, replay_id: int, seq: int, consumer: str, source_id: int,
+                       failures: Sequence[Failure] = ()) -> None:
+        with self._tx() as db:
+            self._dead_letter(db, consumer, source_id, failures)
+            db.execute("UPDATE replays SET next_seq = ? WHERE id = ?", (seq, replay_id))
+            db.execute("DELETE FROM replays WHERE id = ? AND next_seq >= end_seq", (replay_id,))
+
+    def pending_replays(self, consumer: str) -> int:
+        return int(self._db().execute("SELECT count(*) FROM replays WHERE consumer = ?", (consumer,)).fetchone()[0])
