@@ -7,17 +7,16 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import uvicorn
 
-from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog
 from sluice.delivery.manager import DeliveryManager
-from sluice.destinations.base import Target
+from sluice.delivery.state import DeliveryState
 from sluice.destinations.warehouse import EmbeddedWarehouseTarget
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
@@ -67,10 +66,10 @@ def serve(settings: Settings) -> None:
     metrics = Metrics()
     registry = SourceRegistry(catalog)
 
-    def targets(source: Source) -> dict[str, Callable[[], Target]]:
-        return {"warehouse": lambda: EmbeddedWarehouseTarget(warehouse, source)}
-
-    manager = DeliveryManager(log, registry, targets, settings, metrics)
+    state = DeliveryState(data_dir / "log.db")
+    manager = DeliveryManager(
+        log, state, catalog, registry, lambda source: EmbeddedWarehouseTarget(warehouse, source), settings, metrics
+    )
 
     def status() -> dict[str, Any]:
         return {"log_head": log.head(), "deliveries": manager.status()}

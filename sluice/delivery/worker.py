@@ -76,10 +76,9 @@ class Worker(threading.Thread):
         if not entries:
             return False
         failures = self._deliver(entries, replay=False)
-        if not self.target.transactional:
-            self.state.advance(self.target.consumer, self.source.id, entries[-1].seq, failures)
-        elif failures:
-            self.state.advance(self.target.consumer, self.source.id, None, failures)
+        # A transactional target has committed its own cursor; this records dead letters and success.
+        seq = None if self.target.transactional else entries[-1].seq
+        self.state.advance(self.target.consumer, self.source.id, seq, failures)
         return True
 
     def _replay(self) -> bool:

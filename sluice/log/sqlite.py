@@ -44,7 +44,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteLog(Log):
-    def __init__(self, path: Path, dedup_window_seconds: int) -> None:
+    def __init__(self, path: Path, dedup_window_seconds: int, readonly: bool = False) -> None:
+        """`readonly`: for the CLI, which reads the log of a running (or stopped) server."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._dedup_window_ms = dedup_window_seconds * 1000
@@ -58,7 +59,8 @@ class SqliteLog(Log):
         self._closed = False
         self._last_seen_prune = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
-        self._writer.start()
+        if not readonly:
+            self._writer.start()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -206,7 +208,8 @@ class SqliteLog(Log):
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._writer.join(timeout=10)
+        if self._writer.is_alive():
+            self._writer.join(timeout=10)
         with self._committed:
             self._committed.notify_all()
         self._wdb.close()

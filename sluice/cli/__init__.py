@@ -1,0 +1,8 @@
+"""The `sluice` command: one module per command group."""
+
+from __future__ import annotations
+
+from sluice.cli import deliveries, demo, destinations, query, serve, sources  # noqa: F401 - registers commands
+from sluice.cli.base import main
+
+__all__ = ["main"]

@@ -1,0 +1,230 @@
+"""`sluice deliveries ...` and `sluice replay`: delivery status, dead letters, re-drives, replays."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from sluice.catalog.models import Source
+from sluice.catalog.store import Catalog, CatalogError
+from sluice.cli.base import admin_request, catalog, fail, main, print_json, print_table, running_server, settings
+from sluice.delivery.state import DeliveryState
+from sluice.destinations.warehouse import warehouse_consumer
+from sluice.log.sqlite import SqliteLog
+
+LOG_FILE = "log.db"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A destination as the CLI names it: a catalog destination, or a source's embedded warehouse."""
+
+    source: Source
+    consumer: str
+    label: str
+    transactional: bool
+    dest_id: int | None = None
+
+
+def resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
+    if ref == "warehouse":
+        sources = cat.list_sources()
+        if source_ref:
+            source = cat.get_source(source_ref)
+        elif len(sources) == 1:
+            source = sources[0]
+        else:
+            raise CatalogError("several sources load the warehouse: say which with --source")
+        return Ref(source, warehouse_consumer(source), "warehouse", True)
+    dest = cat.get_destination(ref)
+    return Ref(cat.get_source(str(dest.source_id)), dest.consumer, dest.name, dest.type == "postgres", dest.id)
+
+
+def _state(data_dir: Path) -> DeliveryState:
+    return DeliveryState(data_dir / LOG_FILE)
+
+
+def _when(text: str) -> datetime:
+    """ISO-8601, or a duration ago: 30m, 2h, 7d."""
+    m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither ISO-8601 nor a duration like 2h or 7d") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _ms_iso(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
+
+
+def _local_status(data_dir: Path, cat: Catalog) -> list[dict[str, Any]]:
+    """Status read from the files, for when no server is running."""
+    from sluice.destinations.registry import build
+    from sluice.server import WAREHOUSE_FILE
+    from sluice.warehouse.duckdb_engine import query_file
+
+    log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
+    state = _state(data_dir)
+    rows = []
+    cursors: dict[str, int] = {}
+    if (data_dir / WAREHOUSE_FILE).exists():
+        result = query_file(data_dir / WAREHOUSE_FILE, "SELECT consumer, seq FROM _sluice.cursors")
+        cursors = {c: int(s) for c, s in result["rows"]}
+    sources = {s.id: s for s in cat.list_sources()}
+    refs = [Ref(s, warehouse_consumer(s), "warehouse", True) for s in sources.values()]
+    refs += [
+        Ref(sources[d.source_id], d.consumer, d.name, d.type == "postgres", d.id)
+        for d in cat.list_destinations()
+        if d.source_id in sources
+    ]
+    for ref in refs:
+        cursor: int | None
+        if ref.label == "warehouse" and ref.dest_id is None:
+            cursor = cursors.get(ref.consumer, 0)
+        elif ref.transactional:
+            try:
+                target = build(cat.get_destination(str(ref.dest_id)), settings_for(data_dir))
+                cursor = target.position()  # type: ignore[union-attr]
+                target.close()
+            except Exception:  # the warehouse is unreachable: say so rather than guess
+                cursor = None
+        else:
+            cursor = state.cursor(ref.consumer)
+        rows.append({
+            "source": ref.source.schema, "destination": ref.label, "consumer": ref.consumer, "cursor": cursor,
+            "lag": log.depth(ref.source.id, cursor) if cursor is not None else None, **state.status(ref.consumer),
+        })
+    log.close()
+    return rows
+
+
+def settings_for(data_dir: Path) -> Any:
+    from sluice.settings import Settings
+
+    return Settings.from_env(data_dir=data_dir)
+
+
+@main.group()
+def deliveries() -> None:
+    """Delivery status, dead letters and re-drives."""
+
+
+@deliveries.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per destination: lag (events not yet delivered), last success, last error, dead letters."""
+    data_dir = settings(ctx).data_dir
+    if running_server(data_dir) is not None:
+        rows = admin_request(data_dir, "GET", "/admin/status")["deliveries"]
+    else:
+        rows = _local_status(data_dir, catalog(ctx))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no sources yet")
+        return
+    print_table(
+        ["source", "destination", "lag", "last success", "dead letters", "last error"],
+        [
+            [r["source"], r["destination"], "?" if r["lag"] is None else r["lag"], _ms_iso(r["last_success"]) or "-",
+             r["dead_letters"], (r["last_error"] or "")[:80]]
+            for r in rows
+        ],
+    )
+
+
+@deliveries.command("dead-letters")
+@click.argument("dest")
+@click.option("--source", "source_ref", help="With DEST=warehouse: which source's.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def dead_letters(ctx: click.Context, dest: str, source_ref: str | None, limit: int, as_json: bool) -> None:
+    """List the events DEST refused for good, with the reason."""
+    try:
+        ref = resolve(catalog(ctx), dest, source_ref)
+    except CatalogError as e:
+        fail(str(e))
+        return
+    items = _state(settings(ctx).data_dir).dead_letters(ref.consumer, limit)
+    for item in items:
+        message = orjson.loads(item.pop("body"))
+        item["message_id"] = message.get("messageId")
+        item["type"] = message.get("type")
+        item["event"] = message.get("event")
+        item["failed_at"] = _ms_iso(item["failed_at"])
+        item["received_at"] = _ms_iso(item["received_at"])
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        click.echo(f"no dead letters for {ref.label}")
+        return
+    print_table(
+        ["id", "message_id", "type", "event", "failed_at", "attempts", "reason"],
+        [[i["id"], i["message_id"], i["type"], i["event"] or "", i["failed_at"], i["attempts"], i["reason"][:100]]
+         for i in items],
+    )
+
+
+@deliveries.command("retry")
+@click.argument("dest")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Re-drive every dead letter of DEST.")
+@click.option("--source", "source_ref", help="With DEST=warehouse: which source's.")
+@click.pass_context
+def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, source_ref: str | None) -> None:
+    """Re-drive dead letters (by id, or --all): the destination's worker sends them again."""
+    if not all_ and not ids:
+        fail("say which dead letters: ids, or --all")
+    try:
+        ref = resolve(catalog(ctx), dest, source_ref)
+    except CatalogError as e:
+        fail(str(e))
+        return
+    data_dir = settings(ctx).data_dir
+    n = _state(data_dir).request_retry(ref.consumer, None if all_ else list(ids))
+    where = "now" if running_server(data_dir) else "when `sluice serve` next runs"
+    click.echo(f"{n} dead letter{'s' if n != 1 else ''} of {ref.label} will be re-sent {where}")
+
+
+@main.command()
+@click.argument("dest")
+@click.option("--since", "since", required=True, help="ISO-8601 time, or a duration ago (2h, 7d).")
+@click.option("--until", "until", help="ISO-8601 time, or a duration ago (default: now).")
+@click.option("--source", "source_ref", help="With DEST=warehouse: which source's.")
+@click.pass_context
+def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_ref: str | None) -> None:
+    """Send DEST again every event received in a time range (warehouses skip rows they hold)."""
+    try:
+        ref = resolve(catalog(ctx), dest, source_ref)
+    except CatalogError as e:
+        fail(str(e))
+        return
+    data_dir = settings(ctx).data_dir
+    start, end = _when(since), _when(until) if until else datetime.now(UTC)
+    if end <= start:
+        fail("--until must be after --since")
+    log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
+    after = log.seq_before(ref.source.id, int(start.timestamp() * 1000))
+    last = log.last_seq(ref.source.id, int(end.timestamp() * 1000))
+    count = log.depth(ref.source.id, after) - log.depth(ref.source.id, last)
+    log.close()
+    if count <= 0:
+        click.echo(f"no events of {ref.source.schema} between {start.isoformat()} and {end.isoformat()}")
+        return
+    _state(data_dir).add_replay(ref.consumer, after, last)
+    where = "now" if running_server(data_dir) else "when `sluice serve` next runs"
+    click.echo(f"replaying {count} event{'s' if count != 1 else ''} of {ref.source.schema} to {ref.label} {where}")
