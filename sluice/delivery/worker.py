@@ -44,19 +44,19 @@ class Worker(threading.Thread):
         self.metrics = metrics
         self.names = names  # how `integrations` may name this destination; () = not filtered
         self._labels = (source.schema, target.label)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._attempts = 0
         self._failing_since: float | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def position(self) -> int:
         return self.target.position() if self.target.transactional else self.state.cursor(self.target.consumer)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 head = self.log.head()
                 try:
                     busy = self._redrive() or self._replay() or self._step()
@@ -64,7 +64,7 @@ class Worker(threading.Thread):
                     self._failed(e if isinstance(e, TransientError) else TransientError(f"{type(e).__name__}: {e}"))
                     continue
                 self._attempts, self._failing_since = 0, None
-                if not busy and self.log.wait_for(head, 1.0) > head and not self._stop.is_set():
+                if not busy and self.log.wait_for(head, 1.0) > head and not self._halt.is_set():
                     time.sleep(self.settings.load_linger_seconds)  # let a burst gather into one batch
         finally:
             self.target.close()
@@ -144,7 +144,7 @@ class Worker(threading.Thread):
             delay = max(error.retry_after, 0.0)
         logger.warning("delivery %s -> %s failed (attempt %d, retry in %.1fs): %s",
                        self.source.schema, self.target.label, self._attempts, delay, message)
-        self._stop.wait(delay)
+        self._halt.wait(delay)
 
     def _give_up(self, message: str) -> None:
         """The retry window is over: the batch at the cursor goes to dead letters and delivery moves on."""

@@ -8,7 +8,7 @@ Mapping (Segment's Drip destination, reference/drip.md):
 - track -> `POST /v2/<account>/events`: `action` = event, `email` from properties.email or
   context.traits.email, `properties` = the properties without email and revenue, revenue (dollars)
   as `properties.value` in integer cents, `occurred_at` = timestamp.
-- other types, and messages whose `integrations` turn Drip off, are skipped (count as delivered).
+- other types are skipped (count as delivered); the delivery worker applies `integrations`.
 
 More than `batch_threshold` waiting items of one kind go through the /batches endpoints (Drip allows
 only 50 batch calls an hour, but 1000 items each; single calls get 3600 an hour).
@@ -90,6 +90,10 @@ class _Stop(Exception):
         self.retry_after = retry_after
 
 
+class _RateLimited(_Stop):
+    """A kind of endpoint is out of quota (a 429, or X-RateLimit-Remaining reached 0)."""
+
+
 def _seconds_to_next_hour() -> float:
     # Drip publishes hourly limits but no reset time; assume windows turn over on the clock hour.
     return max(1.0, 3600 - time.time() % 3600)
@@ -153,18 +157,10 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _drip_enabled(msg: dict[str, Any]) -> bool:
-    """Segment's `integrations` switch: {"Drip": false}, or {"All": false} without Drip turned on."""
-    integrations = _dict(msg.get("integrations"))
-    if "Drip" in integrations:
-        return integrations["Drip"] is not False
-    return integrations.get("All") is not False
-
-
 def map_message(msg: dict[str, Any]) -> tuple[str, dict[str, Any]] | str | None:
     """(kind, Drip payload) for a message Drip takes, a reason string if it cannot, None to skip it."""
     kind = msg.get("type")
-    if kind not in ("identify", "track") or not _drip_enabled(msg):
+    if kind not in ("identify", "track"):
         return None
     context_email = _dict(_dict(msg.get("context")).get("traits")).get("email")
     if kind == "identify":
@@ -253,7 +249,7 @@ class DripTarget(Target):
     def close(self) -> None:
         self.client.close()
 
-    def deliver(self, source: Source, entries: Sequence[Entry]) -> list[Failure]:
+    def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
         skip, self._handled_before = self._handled_before, set()
         self._remaining = {}
         handled: set[int] = set()
@@ -296,7 +292,14 @@ class DripTarget(Target):
         for start in range(0, len(items), MAX_BATCH_ITEMS):
             chunk = items[start : start + MAX_BATCH_ITEMS]
             key = "subscribers" if kind == SUBSCRIBER else "events"
-            response = self._post(f"/{key}/batches", {"batches": [{key: [i.payload for i in chunk]}]}, "batch")
+            try:
+                response = self._post(f"/{key}/batches", {"batches": [{key: [i.payload for i in chunk]}]}, "batch")
+            except _RateLimited:
+                # 50 batch calls an hour run out long before 3,600 single ones: carry on one by one.
+                self._remaining["batch"] = 0
+                for item in chunk:
+                    self._send_one(item, handled, failures)
+                continue
             if response.is_success:
                 handled.update(i.entry.seq for i in chunk)
                 continue
@@ -314,7 +317,8 @@ class DripTarget(Target):
     def _post(self, path: str, body: dict[str, Any], limit_kind: str) -> httpx.Response:
         """POST to Drip; returns 2xx and per-item 4xx answers, raises _Stop for everything retryable."""
         if self._remaining.get(limit_kind, 1) <= 0:
-            raise _Stop(f"Drip {limit_kind}-request rate limit used up for this hour", _seconds_to_next_hour())
+            # No reset time is published: back off, and the next attempt's 429 says exactly how long.
+            raise _RateLimited(f"Drip {limit_kind}-request rate limit used up (X-RateLimit-Remaining: 0)")
         try:
             response = self.client.post(path, content=orjson.dumps(body))
         except httpx.TimeoutException as e:
@@ -327,7 +331,7 @@ class DripTarget(Target):
         status = response.status_code
         if status == 429:
             retry = _retry_after(response)
-            raise _Stop(
+            raise _RateLimited(
                 f"Drip rate limit exceeded: {_drip_errors(response)}",
                 _seconds_to_next_hour() if retry is None else retry,
             )

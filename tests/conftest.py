@@ -1,0 +1,124 @@
+"""Shared fixtures: a real `sluice serve` subprocess on a free port with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sluice:
+    """A sluice server run as a user runs it, plus helpers to drive its CLI."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "SLUICE_PORT": str(self.port), **self.env}
+
+    def start(self, timeout: float = 30) -> None:
+        self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluice serve exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"sluice serve did not start: {self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._log.close()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), *args],
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"sluice {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def create_source(self, type_: str = "http", schema: str = "web", name: str | None = None) -> dict[str, Any]:
+        out = self.cli("sources", "create", type_, "--name", name or schema.title(), "--schema", schema, "--json")
+        return orjson.loads(out.stdout)
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return orjson.loads(self.cli("query", sql, "--format", "json").stdout)
+
+    def wait_for_rows(self, sql: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """Poll until `sql` returns at least `count` rows (tables appear when their first row loads)."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        last_error = ""
+        while time.monotonic() < deadline:
+            result = self.cli("query", sql, "--format", "json", check=False)
+            if result.returncode == 0:
+                rows = orjson.loads(result.stdout)
+                if len(rows) >= count:
+                    return rows
+            else:
+                last_error = result.stderr
+            time.sleep(0.2)
+        raise AssertionError(f"expected {count} rows from {sql!r}, got {len(rows)} {last_error}")
+
+
+@pytest.fixture
+def sluice(tmp_path: Path) -> Iterator[Sluice]:
+    server = Sluice(tmp_path / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def web(sluice: Sluice) -> dict[str, Any]:
+    """An http source named Web with schema web."""
+    return sluice.create_source("http", "web")
