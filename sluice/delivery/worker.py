@@ -75,11 +75,32 @@ class Worker(threading.Thread):
         entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
         if not entries:
             return False
-        failures = self._deliver(entries, replay=False)
+        try:
+            failures = self._deliver(entries, replay=False)
+        except Exception as e:
+            if self.target.transactional and self._attempts >= 2 and not self.target.is_transient(e):
+                self._isolate(entries)  # the same batch keeps failing: find the event(s) at fault
+                return True
+            raise
         # A transactional target has committed its own cursor; this records dead letters and success.
         seq = None if self.target.transactional else entries[-1].seq
         self.state.advance(self.target.consumer, self.source.id, seq, failures)
         return True
+
+    def _isolate(self, entries: Sequence[Entry]) -> None:
+        """Load a failing batch one event at a time; an event that fails alone is dead-lettered and
+        skipped, so one bad event never holds up its source."""
+        for entry in entries:
+            try:
+                self._deliver([entry], replay=False)
+            except Exception as e:
+                if self.target.is_transient(e):
+                    raise
+                reason = f"the {self.target.label} could not load it: {type(e).__name__}: {e}"
+                logger.error("dead-lettering seq %d of %s: %s", entry.seq, self.source.schema, reason)
+                self.state.advance(self.target.consumer, self.source.id, None, [Failure(entry, reason[:2000])])
+                self.target.skip_to(entry.seq)
+                self.metrics.dead_letters.labels(*self._labels).inc()
 
     def _replay(self) -> bool:
         replay = self.state.active_replay(self.target.consumer)

@@ -56,6 +56,14 @@ class Target(ABC):
     def position(self) -> int:
         raise NotImplementedError
 
+    def skip_to(self, seq: int) -> None:
+        """Transactional targets: move the own cursor past an entry that was dead-lettered."""
+        raise NotImplementedError
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Transactional targets: is this failure the engine's (retry as is) or the batch's (isolate)?"""
+        return True
+
     @abstractmethod
     def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
         """`replay`: these entries are re-sent (replay or re-drive); a transactional target must not

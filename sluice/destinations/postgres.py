@@ -21,6 +21,12 @@ class PostgresTarget(Target):
     def position(self) -> int:
         return self.warehouse.position(self.consumer)[0]
 
+    def skip_to(self, seq: int) -> None:
+        self.warehouse.skip_to(self.consumer, seq)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return self.warehouse.is_transient(error)
+
     def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
         self.warehouse.load(self.consumer, source.schema, entries, replay=replay)
         return []

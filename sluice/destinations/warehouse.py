@@ -26,6 +26,12 @@ class EmbeddedWarehouseTarget(Target):
         # The cursor lives in the warehouse itself, committed with the rows it covers.
         return self.warehouse.position(self.consumer)[0]
 
+    def skip_to(self, seq: int) -> None:
+        self.warehouse.skip_to(self.consumer, seq)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return self.warehouse.is_transient(error)
+
     def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
         # Values that do not fit a column go to the discards table, so nothing is refused here.
         self.warehouse.load(self.consumer, source.schema, entries, replay=replay)

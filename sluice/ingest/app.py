@@ -18,7 +18,7 @@ from starlette.routing import Route
 from sluice.catalog.models import Source
 from sluice.ingest.auth import SourceRegistry, basic_username
 from sluice.ingest.body import BadRequest, decode_json, read_body
-from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, parse_time
+from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, iso, parse_time
 from sluice.log.base import Log, LogError, Record
 from sluice.metrics import Metrics
 from sluice.settings import Settings
@@ -141,6 +141,7 @@ async def batch_handler(services: Services, request: Request) -> Response:
             raise BadRequest(r.reason, "bad_timestamp") from None
     arrival = Arrival.now(
         sent_at=sent_at,
+        sent_iso=iso(sent_at) if sent_at is not None else None,
         context=_object_or_none(payload, "context"),
         integrations=_object_or_none(payload, "integrations"),
     )

@@ -27,24 +27,23 @@ class SourceRegistry:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._lock = threading.Lock()
-        self._version = -1
+        # data_version is per connection and the catalog's connections are per thread, so each
+        # thread remembers the version it last saw on its own connection.
+        self._seen = threading.local()
         self._by_key: dict[str, Source] = {}
         self._by_token: dict[str, Source] = {}
         self._by_id: dict[int, Source] = {}
 
     def _fresh(self) -> None:
         version = self._catalog.data_version()
-        if version == self._version:
+        if version == getattr(self._seen, "version", None):
             return
         with self._lock:
             sources = self._catalog.list_sources()
             self._by_key = {s.write_key: s for s in sources}
             self._by_token = {s.webhook_token: s for s in sources if s.webhook_token}
             self._by_id = {s.id: s for s in sources}
-            self._version = version
-
-    def invalidate(self) -> None:
-        self._version = -1
+        self._seen.version = version
 
     def by_write_key(self, key: str) -> Source | None:
         self._fresh()

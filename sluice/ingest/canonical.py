@@ -58,17 +58,30 @@ class Arrival:
     received_iso: str
     received_ms: int
     sent_at: datetime | None = None
+    sent_iso: str | None = None
+    # Bytes the canonical form may add to a message: fields sluice sets plus the batch context.
+    allowance: int = 256
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
 
     @classmethod
     def now(cls, **kw: Any) -> Arrival:
         now = datetime.now(UTC)
+        if kw.get("context"):
+            kw["allowance"] = 256 + len(orjson.dumps(kw["context"]))
         return cls(received=now, received_iso=iso(now), received_ms=int(now.timestamp() * 1000), **kw)
 
 
 def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _as_sent(value: str, dt: datetime) -> str:
+    """The client's own string when it is already an extended-format UTC ISO-8601 time (what every
+    Segment library sends), else the normalised form. Formatting dates is a large share of ingest."""
+    if len(value) >= 20 and value[10] == "T" and (value[-1] == "Z" or value.endswith("+00:00")):
+        return value
+    return iso(dt)
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -106,9 +119,22 @@ def _object(msg: dict[str, Any], key: str) -> dict[str, Any] | None:
     return value
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
 def _shape(obj: dict[str, Any]) -> tuple[Any, ...]:
     # Keys, and the key structure of nested objects: all a loader needs to know the columns.
-    return tuple((k, _shape(v)) if type(v) is dict else k for k, v in obj.items())
+    for value in obj.values():
+        if type(value) is dict:
+            return tuple([(k, _shape(v)) if type(v) is dict else k for k, v in obj.items()])
+    return tuple(obj)  # flat: the common case, done in C
 
 
 def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, source_id: int) -> Record:
@@ -188,19 +214,21 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
         out["integrations"] = integrations
 
     # Timestamps (reference: timestamp = receivedAt - (sentAt - originalTimestamp)).
-    sent = parse_time(msg["sentAt"], "sentAt") if msg.get("sentAt") is not None else arrival.sent_at
-    original = parse_time(msg["timestamp"], "timestamp") if msg.get("timestamp") is not None else None
-    if original is not None and sent is not None:
-        timestamp = iso(arrival.received - (sent - original))
-    elif original is not None:
-        timestamp = iso(original)
+    sent, sent_iso = arrival.sent_at, arrival.sent_iso
+    if msg.get("sentAt") is not None:
+        sent = parse_time(msg["sentAt"], "sentAt")
+        sent_iso = _as_sent(msg["sentAt"], sent)
+    original_iso = None
+    if msg.get("timestamp") is not None:
+        original = parse_time(msg["timestamp"], "timestamp")
+        original_iso = _as_sent(msg["timestamp"], original)
+        out["timestamp"] = iso(arrival.received - (sent - original)) if sent is not None else original_iso
     else:
-        timestamp = arrival.received_iso
-    out["timestamp"] = timestamp
-    if original is not None:
-        out["originalTimestamp"] = iso(original)
-    if sent is not None:
-        out["sentAt"] = iso(sent)
+        out["timestamp"] = arrival.received_iso
+    if original_iso is not None:
+        out["originalTimestamp"] = original_iso
+    if sent_iso is not None:
+        out["sentAt"] = sent_iso
     out["receivedAt"] = arrival.received_iso
 
     for key, value in msg.items():  # anything else the sender added is kept, never silently dropped
@@ -208,9 +236,16 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
             out[key] = value
 
     body = orjson.dumps(out)
-    if len(body) > limits.max_message_bytes:
+    # The limit is on the message as sent; the canonical form also carries what sluice added (the
+    # merged batch context, the timestamps, a messageId), so that much more is allowed here.
+    if len(body) > limits.max_message_bytes + arrival.allowance:
         raise Rejected(
-            f"message is {len(body):,} bytes; the limit is {limits.max_message_bytes:,} bytes per message",
+            f"message is about {len(body) - arrival.allowance:,} bytes; the limit is"
+            f" {limits.max_message_bytes:,} bytes per message",
             "too_large",
         )
+    # PostgreSQL text cannot hold NUL, and no column can be named with one. The byte search is the
+    # cheap test; the walk rules out a literal backslash-u0000 written by the sender.
+    if b"\\u0000" in body and _contains_nul(out):
+        raise Rejected("message contains a NUL character (\\u0000), which warehouses cannot store", "nul_character")
     return Record(source_id, message_id, arrival.received_ms, hash(shape), body)

@@ -122,6 +122,10 @@ class DuckDBWarehouse(Warehouse):
             self._con.execute(sql)
         return int(inserted[0][0]) if inserted else 0
 
+    def is_transient(self, error: BaseException) -> bool:
+        engine = duckdb.IOException | duckdb.OutOfMemoryException | duckdb.TransactionException
+        return isinstance(error, engine | MemoryError | OSError)
+
     def query(self, sql: str) -> dict[str, Any]:
         cur = self._db.cursor()
         try:

@@ -102,5 +102,22 @@ class Warehouse(ABC):
                 known[LOADED_AT] = ColType.TIMESTAMP
         return counts
 
+    def skip_to(self, consumer: str, seq: int) -> None:
+        """Move the cursor past an entry that cannot be loaded (it has been dead-lettered)."""
+        with self._lock:
+            self._begin()
+            try:
+                self._set_cursor(consumer, seq)
+                self._commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._rollback()
+                raise
+
+    @abstractmethod
+    def is_transient(self, error: BaseException) -> bool:
+        """True for failures of the engine itself (connection lost, disk full), worth retrying as they
+        are; False for failures a particular batch causes, which the worker isolates event by event."""
+
     @abstractmethod
     def close(self) -> None: ...

@@ -313,11 +313,11 @@ class Planner:
             plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column"))
             return
         col = plan.columns.get(name)
-        if col is None:
-            plan.columns[name] = Column(name, None, [pointer])
-        elif col.standard or name == LOADED_AT:
+        if name == LOADED_AT or (col is not None and col.standard):
             if pointer not in (p for p, _, _ in plan.discards):
                 plan.discards.append((pointer, name, f"{pointer} collides with the standard column {name}"))
+        elif col is None:
+            plan.columns[name] = Column(name, None, [pointer])
         elif pointer not in col.pointers:
             col.pointers.append(pointer)  # two keys with one snake_case name share the column
 

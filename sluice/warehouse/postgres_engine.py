@@ -174,6 +174,10 @@ class PostgresWarehouse(Warehouse):
                 conn.execute("DROP TABLE _sluice_discards")
         return max(written, 0)
 
+    def is_transient(self, error: BaseException) -> bool:
+        # OperationalError covers connection trouble, shutdown, out of disk, deadlocks: retry as is.
+        return isinstance(error, psycopg.OperationalError | OSError)
+
     def close(self) -> None:
         with self._lock:
             if self._pg is not None:
