@@ -59,8 +59,11 @@ class Settings:
             kind = type(getattr(cls(), f.name))
             if kind is bool:
                 values[f.name] = raw.lower() in ("1", "true", "yes")
-            else:
+                continue
+            try:
                 values[f.name] = Path(raw) if f.name == "data_dir" else kind(raw)
+            except ValueError:
+                raise ValueError(f"SLUICE_{f.name.upper()} must be a {kind.__name__}, got {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data_dir" in values:
             values["data_dir"] = Path(str(values["data_dir"]))

@@ -16,7 +16,10 @@ from sluice.settings import Settings
 
 
 def settings(ctx: click.Context, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=ctx.obj.get("data_dir"), **overrides)
+    try:
+        return Settings.from_env(data_dir=ctx.obj.get("data_dir"), **overrides)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def fail(message: str) -> None:
@@ -40,6 +43,8 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     """sluice: Segment-compatible pipeline for Drip email engagement data."""
     ctx.ensure_object(dict)
     ctx.obj["data_dir"] = data_dir
+    # The data dir holds write keys, tokens and everyone's events: files sluice creates are private.
+    os.umask(0o077)
 
 
 def catalog(ctx: click.Context) -> Catalog:

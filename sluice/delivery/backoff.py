@@ -1,4 +1,5 @@
-"""Exponential backoff with full jitter (AWS architecture blog's 'full jitter')."""
+"""Exponential backoff with "equal jitter": a random wait between half the ceiling and the ceiling,
+so retries spread out but never come back sooner than half the intended delay."""
 
 from __future__ import annotations
 

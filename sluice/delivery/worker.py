@@ -75,8 +75,14 @@ class Worker(threading.Thread):
         entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
         if not entries:
             return False
+        consumer = self.target.consumer
         try:
             failures = self._deliver(entries, replay=False)
+        except TransientError as e:
+            if e.done_through is not None or e.failed:  # never send the part that got through again
+                seq = None if self.target.transactional else e.done_through
+                self.state.advance(consumer, self.source.id, seq, e.failed)
+            raise
         except Exception as e:
             if self.target.transactional and self._attempts >= 2 and not self.target.is_transient(e):
                 self._isolate(entries)  # the same batch keeps failing: find the event(s) at fault
@@ -111,8 +117,15 @@ class Worker(threading.Thread):
         if not entries:
             self.state.advance_replay(replay.id, replay.end_seq, self.target.consumer, self.source.id)
             return True
-        failures = self._deliver(entries, replay=True)
-        self.state.advance_replay(replay.id, entries[-1].seq, self.target.consumer, self.source.id, failures)
+        consumer = self.target.consumer
+        try:
+            failures = self._deliver(entries, replay=True)
+        except TransientError as e:
+            if e.done_through is not None or e.failed:
+                done = e.done_through if e.done_through is not None else replay.next_seq
+                self.state.advance_replay(replay.id, done, consumer, self.source.id, e.failed)
+            raise
+        self.state.advance_replay(replay.id, entries[-1].seq, consumer, self.source.id, failures)
         return True
 
     def _redrive(self) -> bool:
@@ -120,17 +133,27 @@ class Worker(threading.Thread):
         if not taken:
             return False
         by_seq = {entry.seq: dl_id for dl_id, entry in taken}
-        failures = self.target.deliver(self.source, [entry for _, entry in taken], replay=True)
+        try:
+            failures = self._deliver([entry for _, entry in taken], replay=True)
+        except TransientError as e:
+            handled = []
+            if e.done_through is not None:  # the dead letters up to done_through went out
+                for dl_id, entry in taken:
+                    handled.append(dl_id)
+                    if entry.seq == e.done_through:
+                        break
+            refused = {by_seq[f.entry.seq]: f.reason for f in e.failed}
+            self.state.finish_redrive(self.target.consumer, [*handled, *refused], refused)
+            raise
         refused = {by_seq[f.entry.seq]: f.reason for f in failures}
         self.state.finish_redrive(self.target.consumer, list(by_seq.values()), refused)
-        self._count(len(taken) - len(refused), refused=len(refused))
         return True
 
     def _deliver(self, entries: Sequence[Entry], replay: bool) -> list[Failure]:
         chosen = [e for e in entries if wanted(e.body, self.names)] if self.names else list(entries)
-        if not chosen:
-            return []
-        failures = self.target.deliver(self.source, chosen, replay=replay)
+        failures = self.target.deliver(self.source, chosen, replay=replay) if chosen else []
+        if self.target.transactional and not replay and (not chosen or chosen[-1].seq != entries[-1].seq):
+            self.target.skip_to(entries[-1].seq)  # entries `integrations` kept from it: move past them
         self._count(len(chosen) - len(failures), refused=len(failures))
         return failures
 
@@ -144,12 +167,8 @@ class Worker(threading.Thread):
 
     def _failed(self, error: TransientError) -> None:
         consumer = self.target.consumer
-        if error.done_through is not None or error.failed:
-            # Part of the batch got through (or was refused for good): never send that part again.
-            seq = error.done_through if not self.target.transactional else None
-            self.state.advance(consumer, self.source.id, seq, error.failed)
-            if error.failed:
-                self.metrics.dead_letters.labels(*self._labels).inc(len(error.failed))
+        if error.failed:
+            self.metrics.dead_letters.labels(*self._labels).inc(len(error.failed))
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
@@ -168,12 +187,18 @@ class Worker(threading.Thread):
         self._halt.wait(delay)
 
     def _give_up(self, message: str) -> None:
-        """The retry window is over: the batch at the cursor goes to dead letters and delivery moves on."""
+        """The retry window is over: events waiting longer than it go to dead letters, delivery moves on;
+        younger events get their own full window."""
         entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
-        window_h = self.settings.retry_window_seconds / 3600
-        reason = f"gave up after retrying for {window_h:g} h: {message}"
-        failures = [Failure(e, reason) for e in entries]
-        if entries:
-            self.state.advance(self.target.consumer, self.source.id, entries[-1].seq, failures)
+        window_s = self.settings.retry_window_seconds
+        cutoff_ms = int((time.time() - window_s) * 1000)
+        expired = [e for e in entries if e.received_ms <= cutoff_ms]
+        if not expired and entries:
+            expired = entries[:1]  # the one that failed the whole window (its first attempt came late)
+        reason = f"gave up after retrying for {window_s / 3600:g} h: {message}"
+        if expired:
+            last = expired[-1].seq
+            failures = [Failure(e, reason) for e in entries if e.seq <= last]
+            self.state.advance(self.target.consumer, self.source.id, last, failures)
             self.metrics.dead_letters.labels(*self._labels).inc(len(failures))
         self._attempts, self._failing_since = 0, None

@@ -68,6 +68,9 @@ class WebhookTarget(Target):
             except httpx.HTTPError as e:
                 raise TransientError(f"{self.config['url']}: {type(e).__name__}: {e}", None, done, failures) from None
             status = response.status_code
+            if 300 <= status < 400:  # not followed: a moved endpoint is a config problem, not the event's
+                raise TransientError(f"{self.config['url']} redirects ({status}); configure the final URL",
+                                     None, done, failures)
             if transient_status(status):
                 raise TransientError(
                     f"{self.config['url']} answered {status}", retry_after(response), done, failures

@@ -181,7 +181,9 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
         if name is not None:
             out["name"] = name
         category = msg.get("category")
-        if isinstance(category, str):
+        if category is not None and not isinstance(category, str):
+            raise Rejected(f"category must be a string, got {_kind(category)}", "bad_category")
+        if category is not None:
             out["category"] = category
     elif mtype == "group":
         group_id = _identity(msg.get("groupId"), "groupId")

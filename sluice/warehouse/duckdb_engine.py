@@ -32,7 +32,7 @@ class DuckDBWarehouse(Warehouse):
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = duckdb.connect(str(path))
+        self._db = utc(duckdb.connect(str(path)))
         self._con = self._db.cursor()  # the loading connection
         self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {_META}")
         self._db.execute(
@@ -138,6 +138,13 @@ class DuckDBWarehouse(Warehouse):
             self._db.close()
 
 
+def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Every session in UTC: a time without an offset means UTC, as it does at ingest (and results
+    read the same on any machine). GLOBAL, so cursors made from it inherit it."""
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    return con
+
+
 def _result(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     if not cur.description:
         return {"columns": [], "rows": []}
@@ -146,7 +153,7 @@ def _result(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def query_file(path: Path, sql: str) -> dict[str, Any]:
     """Run SQL on the warehouse file directly (no server running)."""
-    con = duckdb.connect(str(path), read_only=True)
+    con = utc(duckdb.connect(str(path), read_only=True))
     try:
         return _result(con.execute(sql))
     finally:

@@ -130,7 +130,8 @@ class TablePlan:
     kind: TableKind
     shapes: list[int] = field(default_factory=list)
     columns: OrderedDict[str, Column] = field(default_factory=OrderedDict)
-    discards: list[tuple[str, str, str]] = field(default_factory=list)  # (pointer, column label, reason)
+    # (pointer, column label, reason, pointer of a standard column whose equal value makes it no loss)
+    discards: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     exists: bool = False
 
     @property
@@ -141,7 +142,7 @@ class TablePlan:
         seen: dict[str, None] = {}
         for c in self.columns.values():
             seen.update(dict.fromkeys(c.pointers))
-        seen.update(dict.fromkeys(p for p, _, _ in self.discards))
+        seen.update(dict.fromkeys(p for p, _, _, _ in self.discards))
         return list(seen)
 
     def _source(self) -> tuple[str, dict[str, int]]:
@@ -196,12 +197,14 @@ class TablePlan:
                     f" {raw} AS value, {reason} AS reason, {recv} AS received_at FROM s"
                     f" WHERE {raw} IS NOT NULL AND {cast_sql(raw, col.type)} IS NULL"
                 )
-        for pointer, label, reason in self.discards:
+        for pointer, label, reason, same_as in self.discards:
             raw = f"x[{index[pointer]}]"
+            # analytics.js repeats a page's name in properties.name: the same value is no loss.
+            differs = f" AND {raw} IS DISTINCT FROM x[{index[same_as]}]" if same_as else ""
             selects.append(
                 f"SELECT {table} AS table_name, {sql_string(label)} AS column_name, {id_x} AS row_id,"
                 f" {raw} AS value, {sql_string(reason)} AS reason, {recv} AS received_at FROM s"
-                f" WHERE {raw} IS NOT NULL"
+                f" WHERE {raw} IS NOT NULL{differs}"
             )
         if not selects:
             return None
@@ -310,12 +313,13 @@ class Planner:
     def _add(self, plan: TablePlan, path: Path, pointer: str) -> None:
         name = column_name(path, self.dialect.max_identifier_bytes)
         if name is None:
-            plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column"))
+            plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column", None))
             return
         col = plan.columns.get(name)
         if name == LOADED_AT or (col is not None and col.standard):
-            if pointer not in (p for p, _, _ in plan.discards):
-                plan.discards.append((pointer, name, f"{pointer} collides with the standard column {name}"))
+            if pointer not in (p for p, _, _, _ in plan.discards):
+                same_as = col.pointers[0] if col is not None and col.pointers else None
+                plan.discards.append((pointer, name, f"{pointer} collides with the standard column {name}", same_as))
         elif col is None:
             plan.columns[name] = Column(name, None, [pointer])
         elif pointer not in col.pointers:
@@ -352,7 +356,7 @@ class Planner:
             if room <= 0:
                 del plan.columns[col.name]
                 reason = f"{plan.name} has reached the column limit of {self.dialect.max_columns}"
-                plan.discards.extend((p, col.name, reason) for p in col.pointers)
+                plan.discards.extend((p, col.name, reason, None) for p in col.pointers)
                 continue
             room -= 1
             col.type = infer(json_t, text)

@@ -16,6 +16,7 @@ import duckdb
 import psycopg
 import pyarrow.csv as pacsv
 
+from sluice.warehouse.duckdb_engine import utc
 from sluice.warehouse.loader import Warehouse
 from sluice.warehouse.naming import quote_ident
 from sluice.warehouse.plan import DISCARD_COLUMNS, DISCARDS, LOADED_AT, Dialect, TablePlan
@@ -44,12 +45,15 @@ class PostgresWarehouse(Warehouse):
         self.url = url
         self._connect_timeout = connect_timeout
         self._pg: psycopg.Connection | None = None
-        self._stage = duckdb.connect()  # in-memory: runs the plan's SQL over the batch
+        # In-memory, UTC: runs the plan's SQL over the batch (offset-less times mean UTC, as at ingest).
+        self._stage = utc(duckdb.connect())
 
     def _conn(self) -> psycopg.Connection:
         """The connection, (re)opened on demand: PostgreSQL being down is a transient failure."""
         if self._pg is None or self._pg.closed or self._pg.broken:
-            self._pg = psycopg.connect(self.url, connect_timeout=int(self._connect_timeout), autocommit=False)
+            self._pg = psycopg.connect(
+                self.url, connect_timeout=int(self._connect_timeout), autocommit=False, options="-c TimeZone=UTC"
+            )
             with self._pg.cursor() as cur:
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {_META}")
                 cur.execute(
