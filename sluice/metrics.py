@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, str], Any] = {}
         self.accepted = Counter(
             "sluice_events_accepted", "Events stored in the log", ["source"], registry=r
         )
@@ -47,6 +50,23 @@ class Metrics:
         self.dead_letters = Counter(
             "sluice_dead_letters", "Events moved to dead letters", ["source", "destination"], registry=r
         )
+
+    # The per-request children, looked up once: labels() costs microseconds on every call.
+    def accepted_for(self, source: str) -> Any:
+        return self._child(self.accepted, source)
+
+    def duplicates_for(self, source: str) -> Any:
+        return self._child(self.duplicates, source)
+
+    def latency_for(self, endpoint: str) -> Any:
+        return self._child(self.latency, endpoint)
+
+    def _child(self, metric: Any, label: str) -> Any:
+        key = (id(metric), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(label)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

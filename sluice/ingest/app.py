@@ -18,7 +18,7 @@ from starlette.routing import Route
 from sluice.catalog.models import Source
 from sluice.ingest.auth import SourceRegistry, basic_username
 from sluice.ingest.body import BadRequest, decode_json, read_body
-from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, iso, parse_time
+from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, parse_time
 from sluice.log.base import Log, LogError, Record
 from sluice.metrics import Metrics
 from sluice.settings import Settings
@@ -75,9 +75,9 @@ async def _store(services: Services, source: Source, records: list[Record]) -> t
     flags = await services.log.append(records)
     stored = sum(flags)
     if stored:
-        services.metrics.accepted.labels(source.schema).inc(stored)
+        services.metrics.accepted_for(source.schema).inc(stored)
     if stored < len(flags):
-        services.metrics.duplicates.labels(source.schema).inc(len(flags) - stored)
+        services.metrics.duplicates_for(source.schema).inc(len(flags) - stored)
     return stored, len(flags) - stored
 
 
@@ -92,7 +92,7 @@ def _timed(endpoint: str, handler: Callable[[Services, Request], Awaitable[Respo
         except LogError as e:
             return _refuse(services, endpoint, BadRequest(f"{e}; retry later", "log_unavailable", 503))
         finally:
-            services.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            services.metrics.latency_for(endpoint).observe(time.perf_counter() - started)
 
     return endpoint_fn
 
@@ -141,7 +141,6 @@ async def batch_handler(services: Services, request: Request) -> Response:
             raise BadRequest(r.reason, "bad_timestamp") from None
     arrival = Arrival.now(
         sent_at=sent_at,
-        sent_iso=iso(sent_at) if sent_at is not None else None,
         context=_object_or_none(payload, "context"),
         integrations=_object_or_none(payload, "integrations"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import threading
 
 from sluice.catalog.models import Source
@@ -30,11 +31,30 @@ class SourceRegistry:
         # data_version is per connection and the catalog's connections are per thread, so each
         # thread remembers the version it last saw on its own connection.
         self._seen = threading.local()
+        self._files = (catalog.path, catalog.path.with_name(catalog.path.name + "-wal"))
+        self._stamp: tuple[int, ...] = ()
         self._by_key: dict[str, Source] = {}
         self._by_token: dict[str, Source] = {}
         self._by_id: dict[int, Source] = {}
 
+    def _files_stamp(self) -> tuple[int, ...]:
+        # Any commit by another process touches the WAL file (or, after a checkpoint, the database):
+        # two stat calls are far cheaper than asking SQLite on every request.
+        stamp: list[int] = []
+        for f in self._files:
+            try:
+                st = os.stat(f)
+            except FileNotFoundError:
+                stamp += (0, 0)
+                continue
+            stamp += (st.st_mtime_ns, st.st_size)
+        return tuple(stamp)
+
     def _fresh(self) -> None:
+        stamp = self._files_stamp()
+        if stamp == self._stamp and getattr(self._seen, "version", None) is not None:
+            return
+        self._stamp = stamp
         version = self._catalog.data_version()
         if version == getattr(self._seen, "version", None):
             return

@@ -32,7 +32,7 @@ class DuckDBWarehouse(Warehouse):
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = utc(duckdb.connect(str(path)))
+        self._db = utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB"}))
         self._con = self._db.cursor()  # the loading connection
         self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {_META}")
         self._db.execute(

@@ -109,8 +109,8 @@ class _Shape:
     """What one message shape contributes: its tables and the leaf paths of context and payload."""
 
     tables: list[tuple[str, TableKind]]
-    context: list[Path]
-    payload: list[Path]
+    context: list[tuple[Path, Sample]]
+    payload: list[tuple[Path, Sample]]
 
 
 @dataclass
@@ -122,6 +122,7 @@ class Column:
     standard: bool = False
     new: bool = False
     by_shape: dict[int, str] | None = None  # tracks.event: a constant per message shape
+    sample: Sample = None  # the first non-null value seen in the first message of a shape
 
 
 @dataclass
@@ -215,12 +216,25 @@ def _coalesce(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"COALESCE({', '.join(items)})"
 
 
-def _leaves(obj: dict[str, Any], prefix: Path = ()) -> Iterator[Path]:
+# A leaf's value as DuckDB's json_type() and json_extract_string() would describe it, so a column's
+# type is decided by the one rule in types.infer whether the value came from Python or DuckDB.
+Sample = tuple[str, str | None] | None
+_JSON_TYPES: dict[type, str] = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR", list: "ARRAY"}
+
+
+def _sample(value: Any) -> Sample:
+    if value is None:
+        return None
+    json_type = _JSON_TYPES.get(type(value), "OBJECT")
+    return (json_type, value if json_type == "VARCHAR" else str(value) if json_type == "BIGINT" else None)
+
+
+def _leaves(obj: dict[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Sample]]:
     for key, value in obj.items():
         if isinstance(value, dict) and value:
             yield from _leaves(value, (*prefix, key))
         else:
-            yield (*prefix, key)
+            yield (*prefix, key), _sample(value)
 
 
 class Planner:
@@ -300,17 +314,17 @@ class Planner:
                     assert by_shape is not None
                     by_shape[shape_id] = shape.tables[1][0]
                 if kind.context:
-                    for path in shape.context:
-                        self._add(plan, ("context", *path), "/context" + json_pointer(path))
+                    for path, sample in shape.context:
+                        self._add(plan, ("context", *path), "/context" + json_pointer(path), sample)
                 if kind.payload is not None:
-                    for path in shape.payload:
-                        self._add(plan, path, payload_prefix[kind.payload] + json_pointer(path))
+                    for path, sample in shape.payload:
+                        self._add(plan, path, payload_prefix[kind.payload] + json_pointer(path), sample)
         plans = list(tables.values())
         for plan in plans:
             self._settle_types(plan, existing(plan.name), staging)
         return plans
 
-    def _add(self, plan: TablePlan, path: Path, pointer: str) -> None:
+    def _add(self, plan: TablePlan, path: Path, pointer: str, sample: Sample = None) -> None:
         name = column_name(path, self.dialect.max_identifier_bytes)
         if name is None:
             plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column", None))
@@ -321,9 +335,12 @@ class Planner:
                 same_as = col.pointers[0] if col is not None and col.pointers else None
                 plan.discards.append((pointer, name, f"{pointer} collides with the standard column {name}", same_as))
         elif col is None:
-            plan.columns[name] = Column(name, None, [pointer])
-        elif pointer not in col.pointers:
-            col.pointers.append(pointer)  # two keys with one snake_case name share the column
+            plan.columns[name] = Column(name, None, [pointer], sample=sample)
+        else:
+            if pointer not in col.pointers:
+                col.pointers.append(pointer)  # two keys with one snake_case name share the column
+            if col.sample is None:
+                col.sample = sample
 
     def _settle_types(
         self, plan: TablePlan, existing: dict[str, ColType] | None, staging: duckdb.DuckDBPyConnection
@@ -336,20 +353,16 @@ class Planner:
                 col.type = existing[col.name]
         if not unknown:
             return
-        shapes = ", ".join(str(s) for s in plan.shapes)
-        parts = []
-        for col in unknown:
-            p = sql_string(col.pointers[0])
-            keep = f"FILTER (WHERE json_type(body, {p}) <> 'NULL')"
-            parts += [
-                f"arg_min(json_type(body, {p}), seq) {keep}",
-                f"arg_min(json_extract_string(body, {p}), seq) {keep}",
-            ]
-        row = staging.execute(f"SELECT {', '.join(parts)} FROM staging WHERE shape IN ({shapes})").fetchall()[0]
+        # New columns take the type of their first value. The first message of each shape (already
+        # parsed) usually has one; only columns null there need a scan of the batch.
+        found: dict[str, tuple[str | None, str | None]] = {c.name: c.sample for c in unknown if c.sample}
+        scan = [c for c in unknown if c.name not in found]
+        if scan:
+            found.update(self._first_values(plan, scan, staging))
         used = len(existing) if plan.exists else len(plan.kind.standard) + 1  # + loaded_at
         room = self.dialect.max_columns - used
-        for i, col in enumerate(unknown):
-            json_t, text = row[2 * i], row[2 * i + 1]
+        for col in unknown:
+            json_t, text = found.get(col.name, (None, None))
             if json_t is None:
                 del plan.columns[col.name]  # a column is created only when a non-null value arrives
                 continue
@@ -361,3 +374,20 @@ class Planner:
             room -= 1
             col.type = infer(json_t, text)
             col.new = True
+
+    @staticmethod
+    def _first_values(
+        plan: TablePlan, columns: list[Column], staging: duckdb.DuckDBPyConnection
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """(json_type, text) of each column's first non-null value in the batch, by scanning it."""
+        shapes = ", ".join(str(s) for s in plan.shapes)
+        parts = []
+        for col in columns:
+            p = sql_string(col.pointers[0])
+            keep = f"FILTER (WHERE json_type(body, {p}) <> 'NULL')"
+            parts += [
+                f"arg_min(json_type(body, {p}), seq) {keep}",
+                f"arg_min(json_extract_string(body, {p}), seq) {keep}",
+            ]
+        row = staging.execute(f"SELECT {', '.join(parts)} FROM staging WHERE shape IN ({shapes})").fetchall()[0]
+        return {col.name: (row[2 * i], row[2 * i + 1]) for i, col in enumerate(columns)}

@@ -10,11 +10,12 @@ from sluice.log.base import Entry
 
 
 def staging_table(entries: Sequence[Entry]) -> pa.Table:
+    seqs, shapes, _, bodies = zip(*entries, strict=True)  # columns in one C-level pass
     return pa.table(
         {
-            "seq": pa.array([e.seq for e in entries], pa.int64()),
-            "shape": pa.array([e.shape for e in entries], pa.int64()),
+            "seq": pa.array(seqs, pa.int64()),
+            "shape": pa.array(shapes, pa.int64()),
             # The log stores UTF-8 JSON bytes; the cast validates and reinterprets them as text.
-            "body": pa.array([e.body for e in entries], pa.binary()).cast(pa.string()),
+            "body": pa.array(bodies, pa.binary()).cast(pa.string()),
         }
     )
