@@ -32,7 +32,7 @@ class Settings:
     log_retention_seconds: int = 7 * 24 * 3600
 
     # Loading: a batch is flushed at most this long after its first event arrived.
-    load_linger_seconds: float = 0.2
+    load_linger_seconds: float = 0.5
     load_batch_max_events: int = 20_000
 
     # Delivery to destinations.
