@@ -89,7 +89,10 @@ def admin_request(data_dir: Path, method: str, path: str, payload: Any = None) -
         method, f"{url}{path}", json=payload, headers={"Authorization": f"Bearer {admin_token(data_dir)}"},
         timeout=300,
     )
-    body = r.json()
+    try:
+        body = r.json()
+    except ValueError:
+        raise click.ClickException(f"the server answered {r.status_code}: {r.text[:300]}") from None
     if r.status_code != 200:
         raise click.ClickException(body.get("error", r.text))
     return body

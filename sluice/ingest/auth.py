@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 import threading
+import time
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog
@@ -20,6 +21,9 @@ def basic_username(header: str | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return decoded.split(":", 1)[0] or None
+
+
+_SETTLE_NS = 1_000_000_000
 
 
 class SourceRegistry:
@@ -52,9 +56,13 @@ class SourceRegistry:
 
     def _fresh(self) -> None:
         stamp = self._files_stamp()
-        if stamp == self._stamp and getattr(self._seen, "version", None) is not None:
+        # A commit's files change a moment before SQLite publishes it: while the files are that
+        # fresh, ask SQLite every time instead of trusting the stamp.
+        settled = time.time_ns() - max(stamp[0::2]) > _SETTLE_NS
+        if stamp == self._stamp and settled and getattr(self._seen, "version", None) is not None:
             return
-        self._stamp = stamp
+        if settled:
+            self._stamp = stamp
         version = self._catalog.data_version()
         if version == getattr(self._seen, "version", None):
             return

@@ -156,11 +156,16 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-def _shape(obj: dict[str, Any]) -> tuple[Any, ...]:
+MAX_DEPTH = 64  # objects nested deeper than this cannot become sensible columns anyway
+
+
+def _shape(obj: dict[str, Any], depth: int = 1) -> tuple[Any, ...]:
     # Keys, and the key structure of nested objects: all a loader needs to know the columns.
     for value in obj.values():
         if type(value) is dict:
-            return tuple([(k, _shape(v)) if type(v) is dict else k for k, v in obj.items()])
+            if depth >= MAX_DEPTH:
+                raise Rejected(f"objects are nested more than {MAX_DEPTH} levels deep", "too_deep")
+            return tuple([(k, _shape(v, depth + 1)) if type(v) is dict else k for k, v in obj.items()])
     return tuple(obj)  # flat: the common case, done in C
 
 

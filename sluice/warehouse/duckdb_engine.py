@@ -7,6 +7,7 @@ server owns the file while it runs and answers `sluice query` through its admin 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,20 @@ def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 def _result(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     if not cur.description:
         return {"columns": [], "rows": []}
-    return {"columns": [d[0] for d in cur.description], "rows": cur.fetchall()}
+    return {"columns": [d[0] for d in cur.description], "rows": [_portable(r) for r in cur.fetchall()]}
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _portable(row: tuple[Any, ...]) -> list[Any]:
+    """Values JSON can carry the same way whether the result crosses the admin API or not: integers
+    beyond 64 bits (HUGEINT sums) and NaN/infinities become their text."""
+    out = list(row)
+    for i, v in enumerate(out):
+        if (type(v) is int and v not in _INT64) or (type(v) is float and not math.isfinite(v)):
+            out[i] = str(v)
+    return out
 
 
 def query_file(path: Path, sql: str) -> dict[str, Any]:

@@ -90,7 +90,13 @@ STANDARD_TABLES: frozenset[str] = frozenset(
 )
 
 # PostgreSQL's system columns: a user column with one of these names cannot be created there.
-RESERVED_WORDS = RESERVED_WORDS | {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"}
+# DuckDB's "type_function" keywords: legal when quoted, but `select at from t` is a syntax error.
+RESERVED_WORDS = RESERVED_WORDS | {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"} | {
+    "anti", "asof", "at", "authorization", "binary", "by", "collation", "columns", "concurrently", "cross",
+    "freeze", "full", "generated", "glob", "ilike", "inner", "is", "isnull", "join", "left", "like", "map",
+    "natural", "notnull", "outer", "overlaps", "positional", "right", "semi", "similar", "struct",
+    "tablesample", "try_cast", "tuple", "unpack", "verbose",
+}
 
 _HASH_CHARS = 8
 _HASH_SUFFIX_BYTES = _HASH_CHARS + 1  # "_" + 8 hex

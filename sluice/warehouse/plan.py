@@ -134,6 +134,16 @@ class TablePlan:
     # (pointer, column label, reason, pointer of a standard column whose equal value makes it no loss)
     discards: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     exists: bool = False
+    # Shapes in which a payload/context pointer is a leaf. In another shape the same pointer may be
+    # an object (flattened into other columns): its JSON text must not land in this column.
+    leaf_shapes: dict[str, set[int]] = field(default_factory=dict)
+
+    def raw(self, pointer: str, index: dict[str, int]) -> str:
+        x = f"x[{index[pointer]}]"
+        shapes = self.leaf_shapes.get(pointer)
+        if shapes is None or len(shapes) == len(self.shapes):
+            return x
+        return f"CASE WHEN shape IN ({', '.join(map(str, sorted(shapes)))}) THEN {x} END"
 
     @property
     def new_columns(self) -> list[Column]:
@@ -160,7 +170,7 @@ class TablePlan:
         if col.by_shape is not None:
             cases = " ".join(f"WHEN {shape} THEN {sql_string(v)}" for shape, v in col.by_shape.items())
             return f"CASE shape {cases} END"
-        raw = _coalesce([f"x[{index[p]}]" for p in col.pointers])
+        raw = _coalesce([self.raw(p, index) for p in col.pointers])
         assert col.type is not None
         return cast_sql(raw, col.type)
 
@@ -191,7 +201,7 @@ class TablePlan:
             if col.standard or col.type in (None, ColType.VARCHAR):
                 continue
             for p in col.pointers:
-                raw = f"x[{index[p]}]"
+                raw = self.raw(p, index)
                 reason = sql_string(f"{p} cannot be stored in the {col.type} column {col.name}")
                 selects.append(
                     f"SELECT {table} AS table_name, {sql_string(col.name)} AS column_name, {id_x} AS row_id,"
@@ -199,7 +209,7 @@ class TablePlan:
                     f" WHERE {raw} IS NOT NULL AND {cast_sql(raw, col.type)} IS NULL"
                 )
         for pointer, label, reason, same_as in self.discards:
-            raw = f"x[{index[pointer]}]"
+            raw = self.raw(pointer, index)
             # analytics.js repeats a page's name in properties.name: the same value is no loss.
             differs = f" AND {raw} IS DISTINCT FROM x[{index[same_as]}]" if same_as else ""
             selects.append(
@@ -315,16 +325,18 @@ class Planner:
                     by_shape[shape_id] = shape.tables[1][0]
                 if kind.context:
                     for path, sample in shape.context:
-                        self._add(plan, ("context", *path), "/context" + json_pointer(path), sample)
+                        self._add(plan, shape_id, ("context", *path), "/context" + json_pointer(path), sample)
                 if kind.payload is not None:
                     for path, sample in shape.payload:
-                        self._add(plan, path, payload_prefix[kind.payload] + json_pointer(path), sample)
+                        pointer = payload_prefix[kind.payload] + json_pointer(path)
+                        self._add(plan, shape_id, path, pointer, sample)
         plans = list(tables.values())
         for plan in plans:
             self._settle_types(plan, existing(plan.name), staging)
         return plans
 
-    def _add(self, plan: TablePlan, path: Path, pointer: str, sample: Sample = None) -> None:
+    def _add(self, plan: TablePlan, shape_id: int, path: Path, pointer: str, sample: Sample = None) -> None:
+        plan.leaf_shapes.setdefault(pointer, set()).add(shape_id)
         name = column_name(path, self.dialect.max_identifier_bytes)
         if name is None:
             plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column", None))
@@ -384,7 +396,9 @@ class Planner:
         parts = []
         for col in columns:
             p = sql_string(col.pointers[0])
-            keep = f"FILTER (WHERE json_type(body, {p}) <> 'NULL')"
+            leaf = plan.leaf_shapes.get(col.pointers[0])
+            only = f" AND shape IN ({', '.join(map(str, sorted(leaf)))})" if leaf else ""
+            keep = f"FILTER (WHERE json_type(body, {p}) <> 'NULL'{only})"
             parts += [
                 f"arg_min(json_type(body, {p}), seq) {keep}",
                 f"arg_min(json_extract_string(body, {p}), seq) {keep}",
