@@ -277,6 +277,109 @@ def dlt_runs(d: Path, runs: int, limit: int | None = None, file_format: str | No
     }
 
 
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _fresh_pg_db(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_pg_db(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pg_runs(d: Path, runs: int) -> dict[str, Any]:
+    """sluice's PostgreSQL warehouse: the same batches, plan run by DuckDB, rows COPYed in."""
+    import psycopg
+
+    from sluice.log.sqlite import SqliteLog
+    from sluice.warehouse.postgres_engine import PostgresWarehouse
+
+    batch = _batch_size()
+    results = []
+    for i in range(runs):
+        name = f"sluice_bench_pg_{i}"
+        url = _fresh_pg_db(name)
+        log = SqliteLog(d / "log.db", 86400, readonly=True)
+        wh = PostgresWarehouse(url)
+        rows, after, load_s = 0, 0, 0.0
+        while True:
+            entries = log.read(SOURCE_ID, after, batch)
+            if not entries:
+                break
+            t0 = time.perf_counter()
+            counts = wh.load(CONSUMER, SCHEMA, entries)
+            load_s += time.perf_counter() - t0
+            rows += sum(counts.values())
+            after = entries[-1].seq
+        wh.close()
+        log.close()
+        with psycopg.connect(url) as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+                " AND table_name NOT IN ('discards', 'users', 'identifies')", [SCHEMA]).fetchall()]
+            check = sum(conn.execute(f'SELECT count(*) FROM "{SCHEMA}"."{t}"').fetchone()[0] for t in tables)
+        _drop_pg_db(name)
+        results.append({"rows": rows, "rows_in_tables": check, "load_s": load_s, "rows_per_s": rows / load_s})
+    return {"runs": results, "batch_events": batch}
+
+
+def pg_raw_runs(d: Path, runs: int) -> dict[str, Any]:
+    """PostgreSQL's limit for the same rows: COPY of sluice's own output rows (as CSV) into
+    identically-typed tables in one transaction."""
+    import io
+
+    import duckdb
+    import psycopg
+    import pyarrow.csv as pacsv
+
+    from sluice.warehouse.postgres_engine import PG_TYPES
+    from sluice.warehouse.types import from_sql_type
+
+    src = duckdb.connect(str(d / "sluice-0.duckdb"), read_only=True)
+    tables = [r[0] for r in src.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_name <> 'discards'"
+        " ORDER BY table_name", [SCHEMA]).fetchall()]
+    csvs, ddl = {}, {}
+    for t in tables:
+        cols = src.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [SCHEMA, t]).fetchall()
+        ddl[t] = ", ".join(f'"{c}" {PG_TYPES[from_sql_type(typ)]}' for c, typ in cols)
+        buf = io.BytesIO()
+        pacsv.write_csv(src.sql(f'SELECT * FROM "{SCHEMA}"."{t}"').to_arrow_table(), buf,
+                        pacsv.WriteOptions(include_header=False))
+        csvs[t] = buf.getvalue()
+    src.close()
+    results = []
+    for i in range(runs):
+        name = f"sluice_bench_pgraw_{i}"
+        url = _fresh_pg_db(name)
+        with psycopg.connect(url) as conn:
+            conn.execute(f'CREATE SCHEMA "{SCHEMA}"')
+            for t in tables:
+                conn.execute(f'CREATE TABLE "{SCHEMA}"."{t}" ({ddl[t]}, PRIMARY KEY (id))')
+            conn.commit()
+            t0 = time.perf_counter()
+            for t in tables:
+                with conn.cursor() as cur, cur.copy(f'COPY "{SCHEMA}"."{t}" FROM STDIN (FORMAT csv)') as copy:
+                    copy.write(csvs[t])
+            conn.commit()
+            load_s = time.perf_counter() - t0
+            rows = sum(conn.execute(f'SELECT count(*) FROM "{SCHEMA}"."{t}"').fetchone()[0] for t in tables)
+        _drop_pg_db(name)
+        results.append({"rows": rows, "load_s": load_s, "rows_per_s": rows / load_s})
+    return {"runs": results}
+
+
 def main(argv: list[str]) -> None:
     cmd, d = argv[0], Path(argv[1])
     if cmd == "prepare":
@@ -285,6 +388,10 @@ def main(argv: list[str]) -> None:
         out = sluice_runs(d, int(argv[2]))
     elif cmd == "raw":
         out = raw_runs(d, int(argv[2]))
+    elif cmd == "pg":
+        out = pg_runs(d, int(argv[2]))
+    elif cmd == "pgraw":
+        out = pg_raw_runs(d, int(argv[2]))
     elif cmd == "dlt":
         limit = int(argv[3]) if len(argv) > 3 and argv[3] != "all" else None
         out = dlt_runs(d, int(argv[2]), limit, argv[4] if len(argv) > 4 else None)
