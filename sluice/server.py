@@ -17,7 +17,7 @@ import uvicorn
 from sluice.catalog.store import Catalog
 from sluice.delivery.manager import DeliveryManager
 from sluice.delivery.state import DeliveryState
-from sluice.destinations.warehouse import EmbeddedWarehouseTarget
+from sluice.destinations.warehouse import WarehouseTarget
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
 from sluice.log.sqlite import SqliteLog
@@ -68,7 +68,7 @@ def serve(settings: Settings) -> None:
 
     state = DeliveryState(data_dir / "log.db")
     manager = DeliveryManager(
-        log, state, catalog, registry, lambda source: EmbeddedWarehouseTarget(warehouse, source), settings, metrics
+        log, state, catalog, registry, lambda source: WarehouseTarget.embedded(warehouse, source), settings, metrics
     )
 
     def status() -> dict[str, Any]:

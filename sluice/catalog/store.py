@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 import orjson
 
 from sluice.catalog.models import SOURCE_TYPES, Destination, Source
+from sluice.sqlite_file import SqliteFile
 from sluice.warehouse.naming import schema_name
 
 _SCHEMA = """
@@ -56,33 +54,9 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-class Catalog:
+class Catalog(SqliteFile):
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "catalog.db"
-        self._local = threading.local()
-        self._db().executescript(_SCHEMA)  # executescript manages its own transaction
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        super().__init__(data_dir / "catalog.db", _SCHEMA, "PRAGMA foreign_keys=ON")
 
     def data_version(self) -> int:
         """Changes when another connection commits: the server's cue to reload its caches."""

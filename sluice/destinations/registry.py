@@ -41,9 +41,9 @@ def build(destination: Destination, settings: Settings) -> Target:
 
         return DripTarget(destination, settings.delivery_timeout_seconds)
     if destination.type == "postgres":
-        from sluice.destinations.postgres import PostgresTarget
+        from sluice.destinations.warehouse import WarehouseTarget
 
-        return PostgresTarget(destination)
+        return WarehouseTarget.postgres(destination)
     raise ValueError(f"unknown destination type {destination.type!r}")
 
 

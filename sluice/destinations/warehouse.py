@@ -1,26 +1,38 @@
-"""The embedded DuckDB warehouse as a delivery target (every source loads into it)."""
+"""A warehouse (DuckDB or PostgreSQL) as a delivery target: it keeps its cursor with its rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sluice.catalog.models import Source
+from sluice.catalog.models import Destination, Source
 from sluice.destinations.base import Failure, Target
 from sluice.log.base import Entry
-from sluice.warehouse.duckdb_engine import DuckDBWarehouse
+from sluice.warehouse.loader import Warehouse
 
 
 def warehouse_consumer(source: Source) -> str:
+    """The embedded warehouse's cursor name for a source (every source loads into it)."""
     return f"warehouse-{source.id}"
 
 
-class EmbeddedWarehouseTarget(Target):
-    label = "warehouse"
+class WarehouseTarget(Target):
     transactional = True
 
-    def __init__(self, warehouse: DuckDBWarehouse, source: Source) -> None:
+    def __init__(self, warehouse: Warehouse, consumer: str, label: str, owned: bool) -> None:
         self.warehouse = warehouse
-        self.consumer = warehouse_consumer(source)
+        self.consumer = consumer
+        self.label = label
+        self._owned = owned  # the embedded warehouse is shared by every source's worker
+
+    @classmethod
+    def embedded(cls, warehouse: Warehouse, source: Source) -> WarehouseTarget:
+        return cls(warehouse, warehouse_consumer(source), "warehouse", owned=False)
+
+    @classmethod
+    def postgres(cls, destination: Destination) -> WarehouseTarget:
+        from sluice.warehouse.postgres_engine import PostgresWarehouse
+
+        return cls(PostgresWarehouse(destination.config["url"]), destination.consumer, destination.name, owned=True)
 
     def position(self) -> int:
         # The cursor lives in the warehouse itself, committed with the rows it covers.
@@ -36,3 +48,7 @@ class EmbeddedWarehouseTarget(Target):
         # Values that do not fit a column go to the discards table, so nothing is refused here.
         self.warehouse.load(self.consumer, source.schema, entries, replay=replay)
         return []
+
+    def close(self) -> None:
+        if self._owned:
+            self.warehouse.close()
