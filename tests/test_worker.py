@@ -93,3 +93,17 @@ def test_engine_failures_are_retried_never_dead_lettered(tmp_path: Path) -> None
     assert state.dead_letters("scripted") == []
     assert "warehouse unreachable" in (state.status("scripted")["last_error"] or "")
     log.close()
+
+
+def test_prune_keeps_what_a_destination_still_needs_and_what_is_younger_than_retention(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path / "log.db", 3600)
+    fill(log, 5)  # received_ms = 0: older than any retention
+    asyncio.run(log.append([Record(1, "young", int(time.time() * 1000), 0, b"{}")]))
+    cutoff = int((time.time() - 7 * 24 * 3600) * 1000)
+    # The slowest destination of source 1 is at seq 3: seqs 4 and 5 are still needed.
+    assert log.prune({1: 3}, cutoff) == 3
+    assert [e.seq for e in log.read(1, 0, 100)] == [4, 5, 6]
+    # Everyone is past seq 6, but seq 6 is younger than the retention (kept for replay).
+    assert log.prune({1: 6}, cutoff) == 2
+    assert [e.seq for e in log.read(1, 0, 100)] == [6]
+    log.close()
