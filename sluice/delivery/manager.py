@@ -65,7 +65,7 @@ class DeliveryManager:
             if key not in wanted:
                 self.workers.pop(key).stop()
         for key, (source, dest) in wanted.items():
-            if key in self.workers:
+            if key in self.workers and self.workers[key].is_alive():
                 continue
             if dest is None:
                 target, names = self.embedded(source), ()

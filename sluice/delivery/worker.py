@@ -61,11 +61,17 @@ class Worker(threading.Thread):
                 try:
                     busy = self._redrive() or self._replay() or self._step()
                 except Exception as e:
-                    self._failed(e if isinstance(e, TransientError) else TransientError(f"{type(e).__name__}: {e}"))
+                    error = e if isinstance(e, TransientError) else TransientError(f"{type(e).__name__}: {e}")
+                    try:
+                        self._failed(error)
+                    except Exception:  # even the bookkeeping failed (disk full?): keep the worker alive
+                        logger.exception("delivery %s -> %s: could not record a failure",
+                                         self.source.schema, self.target.label)
+                        self._halt.wait(self.settings.retry_max_seconds)
                     continue
                 self._attempts, self._failing_since = 0, None
-                if not busy and self.log.wait_for(head, 1.0) > head and not self._halt.is_set():
-                    time.sleep(self.settings.load_linger_seconds)  # let a burst gather into one batch
+                if not busy and self.log.wait_for(head, 1.0) > head:
+                    self._halt.wait(self.settings.load_linger_seconds)  # let a burst gather into one batch
         finally:
             self.target.close()
 
