@@ -16,7 +16,7 @@ import uvicorn
 
 from sluice.catalog.store import Catalog
 from sluice.delivery.manager import DeliveryManager
-from sluice.delivery.state import DeliveryState
+from sluice.delivery.state import LOG_FILE, DeliveryState
 from sluice.destinations.warehouse import WarehouseTarget
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
@@ -61,12 +61,12 @@ def serve(settings: Settings) -> None:
     lock_fd = _lock(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     catalog = Catalog(data_dir)
-    log = SqliteLog(data_dir / "log.db", settings.dedup_window_seconds)
+    log = SqliteLog(data_dir / LOG_FILE, settings.dedup_window_seconds)
     warehouse = DuckDBWarehouse(data_dir / WAREHOUSE_FILE)
     metrics = Metrics()
     registry = SourceRegistry(catalog)
 
-    state = DeliveryState(data_dir / "log.db")
+    state = DeliveryState(data_dir / LOG_FILE)
     manager = DeliveryManager(
         log, state, catalog, registry, lambda source: WarehouseTarget.embedded(warehouse, source), settings, metrics
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -125,6 +126,12 @@ def test_permanent_failure_is_dead_lettered_alone_and_can_be_redriven(fast: Slui
         wait(lambda: "m-13" in {m["messageId"] for m in receiver.received}, what="the re-drive")
         wait(lambda: status(fast, "hook")["dead_letters"] == 0, what="dead letters to clear")
         assert len(receiver.received) == 30
+        receiver.respond = lambda m: 422
+        send(fast, key, [{"type": "track", "event": "Late", "userId": "u9", "messageId": "late"}])
+        wait(lambda: status(fast, "hook")["dead_letters"] == 1, what="a new dead letter")
+        fast.cli("destinations", "remove", "hook")
+        with sqlite3.connect(fast.data_dir / "log.db") as db:
+            assert db.execute("select count(*) from dead_letters").fetchone()[0] == 0
     finally:
         receiver.stop()
 
@@ -201,8 +208,6 @@ def test_postgres_warehouse_loads_segment_schema_and_replay_adds_no_duplicates(f
 
 
 def _replays_done(server: Sluice) -> bool:
-    import sqlite3
-
     with sqlite3.connect(server.data_dir / "log.db") as db:
         return db.execute("select count(*) from replays").fetchone()[0] == 0
 

@@ -14,11 +14,9 @@ import orjson
 from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog, CatalogError
 from sluice.cli.base import admin_request, catalog, fail, main, print_json, print_table, running_server, settings
-from sluice.delivery.state import DeliveryState
+from sluice.delivery.state import LOG_FILE, DeliveryState
 from sluice.destinations.warehouse import warehouse_consumer
 from sluice.log.sqlite import SqliteLog
-
-LOG_FILE = "log.db"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from sluice.destinations.base import Failure
 from sluice.log.base import Entry
 from sluice.sqlite_file import SqliteFile
 
+LOG_FILE = "log.db"  # delivery state lives beside the log, in the same SQLite file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -125,6 +127,12 @@ class DeliveryState(SqliteFile):
             "last_error_at": row["last_error_at"] if row else None,
             "dead_letters": int(dead),
         }
+
+    def forget(self, consumer: str) -> None:
+        """A removed destination: its cursor, dead letters, replays and status go with it."""
+        with self._tx() as db:
+            for table in ("cursors", "dead_letters", "replays", "delivery_status"):
+                db.execute(f"DELETE FROM {table} WHERE consumer = ?", (consumer,))
 
     # -- dead letters -----------------------------------------------------------------------
 
