@@ -7,6 +7,7 @@ import click
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
 from sluice.cli.base import catalog, fail, main, print_json, print_table, settings
+from sluice.delivery.state import LOG_FILE, DeliveryState
 
 DRIP_SETUP = """\
 Connect Drip (two ways; use either or both):
@@ -110,9 +111,14 @@ def sources_rotate(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def sources_delete(ctx: click.Context, ref: str) -> None:
     """Delete a source: its write key stops working at once. Warehouse tables are kept."""
+    cat = catalog(ctx)
     try:
-        source = catalog(ctx).delete_source(ref)
+        doomed = cat.list_destinations(cat.get_source(ref).id)  # deleted with it (ON DELETE CASCADE)
+        source = cat.delete_source(ref)
     except CatalogError as e:
         fail(str(e))
         return
+    state = DeliveryState(settings(ctx).data_dir / LOG_FILE)
+    for dest in doomed:
+        state.forget(dest.consumer)
     click.echo(f"deleted source {source.id} ({source.name}); schema {source.schema} stays in the warehouse")
