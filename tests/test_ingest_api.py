@@ -770,3 +770,17 @@ def test_refused_requests_leave_no_rows(server: Sluice, src: dict[str, Any]) -> 
     # The same messages, sent properly afterwards, are not taken for duplicates of the refused ones.
     assert post(server, "/v1/batch", {"batch": good}, key).json()["success"] is True
     assert len(poll(server, f"select id from {schema}.half", 3)) == 3
+
+
+def test_timestamps_pushed_past_year_1_or_9999_are_refused_not_a_crash(server: Sluice, src: dict[str, Any]) -> None:
+    key = src["write_key"]
+    for msg in (track(timestamp="0001-01-01T00:00:00+01:00"), track(sentAt="0001-01-01T00:00:00+01:00")):
+        r = post(server, "/v1/track", msg, key)
+        assert r.status_code == 400 and "9999" in error_of(r), r.text
+    r = post(server, "/v1/batch", {"batch": [{"type": "track", **track()}], "sentAt": "9999-12-31T23:59:59.9999Z"}, key)
+    assert r.status_code == 400 and "sentAt" in error_of(r), r.text
+    good = {"type": "track", **track()}
+    bad = {"type": "track", **track(timestamp="0001-01-01T00:00:00+01:00")}
+    r = post(server, "/v1/batch", {"batch": [good, bad]}, key)
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["rejected"]] == [1] and r.json()["stored"] == 1

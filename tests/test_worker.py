@@ -107,3 +107,13 @@ def test_prune_keeps_what_a_destination_still_needs_and_what_is_younger_than_ret
     assert log.prune({1: 6}, cutoff) == 2
     assert [e.seq for e in log.read(1, 0, 100)] == [6]
     log.close()
+
+
+def test_prune_never_lets_sequence_numbers_go_back_below_a_cursor(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path / "log.db", 3600)
+    fill(log, 4)
+    log.prune({1: 4}, int(time.time() * 1000))  # every destination has everything, all old
+    asyncio.run(log.append([Record(1, "after", 0, 0, b"{}")]))
+    # A consumer whose cursor is 4 must still see the new event.
+    assert [e.seq for e in log.read(1, 4, 100)] == [5]
+    log.close()

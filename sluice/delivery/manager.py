@@ -41,6 +41,9 @@ class DeliveryManager:
         self.settings = settings
         self.metrics = metrics
         self.workers: dict[tuple[int, str], Worker] = {}
+        # Stopped workers that may still be finishing a batch: no replacement starts until they end,
+        # or two workers would deliver from one cursor (a quick disable + enable).
+        self._stopping: dict[tuple[int, str], Worker] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-manager", daemon=True)
 
@@ -63,9 +66,12 @@ class DeliveryManager:
         wanted = self._wanted()
         for key in list(self.workers):
             if key not in wanted:
-                self.workers.pop(key).stop()
+                worker = self.workers.pop(key)
+                worker.stop()
+                self._stopping[key] = worker
+        self._stopping = {k: w for k, w in self._stopping.items() if w.is_alive()}
         for key, (source, dest) in wanted.items():
-            if key in self.workers and self.workers[key].is_alive():
+            if (key in self.workers and self.workers[key].is_alive()) or key in self._stopping:
                 continue
             if dest is None:
                 target, names = self.embedded(source), ()

@@ -250,7 +250,11 @@ class DripTarget(Target):
         self.client.close()
 
     def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
-        skip, self._handled_before = self._handled_before, set()
+        # Only the live stream's retry skips what a failed call already handled; a replay or a
+        # re-drive in between neither uses nor clears that memory.
+        skip: set[int] = set()
+        if not replay:
+            skip, self._handled_before = self._handled_before, set()
         self._remaining = {}
         handled: set[int] = set()
         failures: list[Failure] = []
@@ -280,7 +284,8 @@ class DripTarget(Target):
                 if entry.seq not in handled:
                     break
                 done_through = entry.seq
-            self._handled_before = handled
+            if not replay:
+                self._handled_before = handled
             raise TransientError(str(stop), stop.retry_after, done_through, failures) from stop
         return failures
 

@@ -139,11 +139,14 @@ async def batch_handler(services: Services, request: Request) -> Response:
             sent_at = parse_time(payload["sentAt"], "sentAt")
         except Rejected as r:
             raise BadRequest(r.reason, "bad_timestamp") from None
-    arrival = Arrival.now(
-        sent_at=sent_at,
-        context=_object_or_none(payload, "context"),
-        integrations=_object_or_none(payload, "integrations"),
-    )
+    try:
+        arrival = Arrival.now(
+            sent_at=sent_at,
+            context=_object_or_none(payload, "context"),
+            integrations=_object_or_none(payload, "integrations"),
+        )
+    except ValueError:  # a sentAt at the very edge of year 9999, rounded past it
+        raise BadRequest("sentAt is outside the years 1 to 9999", "bad_timestamp") from None
     limits = _limits(settings)
     records: list[Record] = []
     rejected: list[dict[str, Any]] = []

@@ -118,7 +118,12 @@ def parse_time(value: Any, field: str) -> datetime:
         dt = datetime.fromisoformat(value)
     except ValueError:
         raise Rejected(f"{field} is not an ISO-8601 date-time: {value[:64]!r}", "bad_timestamp") from None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    try:  # an offset can push a date past year 1 or 9999
+        return dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise Rejected(f"{field} is outside the years 1 to 9999 in UTC: {value[:64]!r}", "bad_timestamp") from None
 
 
 def _kind(value: Any) -> str:
@@ -251,7 +256,10 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
     sent_ms, sent_iso = arrival.sent_ms, arrival.sent_iso
     if msg.get("sentAt") is not None:
         sent = parse_time(msg["sentAt"], "sentAt")
-        sent_ms, sent_iso = epoch_ms(sent), _as_sent(msg["sentAt"], sent)
+        try:
+            sent_ms, sent_iso = epoch_ms(sent), _as_sent(msg["sentAt"], sent)
+        except ValueError:
+            raise Rejected("sentAt is outside the years 1 to 9999", "bad_timestamp") from None
     original_iso = None
     if msg.get("timestamp") is not None:
         original = parse_time(msg["timestamp"], "timestamp")

@@ -191,8 +191,11 @@ class SqliteLog(Log):
         dropped = 0
         db = self._rdb()
         for source_id, seq in keep_after.items():
+            # Never the log's newest row: SQLite numbers the next insert max(seq) + 1, and seqs must
+            # keep rising past every cursor, or new events would hide behind them.
             cur = db.execute(
-                "DELETE FROM events WHERE source_id = ? AND seq <= ? AND received_at < ?",
+                "DELETE FROM events WHERE source_id = ? AND seq <= ? AND received_at < ?"
+                " AND seq < (SELECT max(seq) FROM events)",
                 (source_id, seq, older_than_ms),
             )
             dropped += cur.rowcount
