@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import duckdb
 
 from sluice.log.base import Entry
-from sluice.warehouse.plan import EXTRACTED, LOADED_AT, Dialect, Planner, TablePlan, extraction
+from sluice.warehouse.plan import LOADED_AT, Dialect, Planner, TablePlan
 from sluice.warehouse.staging import staging_table
 from sluice.warehouse.types import ColType
 
@@ -83,7 +83,6 @@ class Warehouse(ABC):
             self._begin()
             try:
                 plans = self._planner.plan(entries, lambda t: self._existing(schema, t), stage)
-                stage.execute(extraction(plans))
                 self._prepare(schema, plans)
                 received = (entries[0].received_ms - 1000, entries[-1].received_ms + 1000)
                 counts = {p.name: self._write(schema, p, dedupe, received) for p in plans}
@@ -96,7 +95,6 @@ class Warehouse(ABC):
                 self._columns = {k: v for k, v in self._columns.items() if k[0] != schema}
                 raise
             finally:
-                stage.execute(f"DROP TABLE IF EXISTS {EXTRACTED}")
                 stage.unregister("staging")
             for plan in plans:
                 known = self._columns.setdefault((schema, plan.name), {})

@@ -156,12 +156,13 @@ class TablePlan:
         seen.update(dict.fromkeys(p for p, _, _, _ in self.discards))
         return list(seen)
 
-    # Set by `extraction()`: the batch's one list of pointers, shared by every table.
-    index: dict[str, int] = field(default_factory=dict)
-
     def _source(self) -> tuple[str, dict[str, int]]:
+        pointers = self.pointers()
+        index = {p: i + 1 for i, p in enumerate(pointers)}
+        paths = "[" + ", ".join(sql_string(p) for p in pointers) + "]"
         shapes = ", ".join(str(s) for s in self.shapes)
-        return f"SELECT seq, shape, x FROM {EXTRACTED} WHERE shape IN ({shapes})", self.index
+        sub = f"SELECT seq, shape, json_extract_string(body, {paths}) AS x FROM staging WHERE shape IN ({shapes})"
+        return sub, index
 
     def _expr(self, col: Column, index: dict[str, int]) -> str:
         if col.const is not None:
@@ -219,22 +220,6 @@ class TablePlan:
         if not selects:
             return None
         return f"WITH s AS ({sub}) " + " UNION ALL ".join(selects)
-
-
-EXTRACTED = "extracted"
-
-
-def extraction(plans: list[TablePlan]) -> str:
-    """SQL creating the batch's `extracted(seq, shape, x)`: every pointer any table needs, read from
-    each message's JSON in one parse (tracks and its event table would otherwise parse it twice)."""
-    index: dict[str, int] = {}
-    for plan in plans:
-        for pointer in plan.pointers():
-            index.setdefault(pointer, len(index) + 1)
-    for plan in plans:
-        plan.index = index
-    paths = "[" + ", ".join(sql_string(p) for p in index) + "]"
-    return f"CREATE TEMP TABLE {EXTRACTED} AS SELECT seq, shape, json_extract_string(body, {paths}) AS x FROM staging"
 
 
 def _coalesce(items: list[str]) -> str:
