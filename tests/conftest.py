@@ -110,6 +110,37 @@ class Sluice:
         raise AssertionError(f"expected {count} rows from {sql!r}, got {len(rows)} {last_error}")
 
 
+def try_query(server: Sluice, sql: str, timeout: float = 60) -> list[dict[str, Any]] | None:
+    """Rows through the server's admin endpoint (faster than the CLI); None when the SQL fails
+    (e.g. the table does not exist yet)."""
+    token = (server.data_dir / "admin-token").read_text().strip()
+    r = httpx.post(
+        f"{server.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+    )
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+
+def q(server: Sluice, sql: str) -> list[dict[str, Any]]:
+    rows = try_query(server, sql)
+    assert rows is not None, f"query failed: {sql}"
+    return rows
+
+
+def poll(server: Sluice, sql: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """Poll until `sql` returns at least `count` rows."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] | None = None
+    while time.monotonic() < deadline:
+        rows = try_query(server, sql)
+        if rows is not None and len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} rows from {sql!r} within {timeout}s, got {rows}")
+
+
 @pytest.fixture
 def sluice(tmp_path: Path) -> Iterator[Sluice]:
     server = Sluice(tmp_path / "data")

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Sluice
+from conftest import Sluice, try_query
 
 EVENT_TABLE = "crash_test"
 
@@ -40,15 +40,6 @@ def post_batch(http: httpx.Client, url: str, key: str, ids: list[str]) -> bool:
     return True
 
 
-def try_query(sluice: Sluice, sql: str) -> list[dict[str, Any]] | None:
-    token = (sluice.data_dir / "admin-token").read_text().strip()
-    r = httpx.post(
-        f"{sluice.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    )
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
 def drain(sluice: Sluice, key: str) -> None:

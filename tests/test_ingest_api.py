@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Sluice
+from conftest import Sluice, poll, q, try_query
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.catalog.store import Catalog
@@ -76,33 +76,10 @@ def post(server: Sluice, path: str, body: Any, key: str | None = None, **headers
     return httpx.post(f"{server.url}{path}", content=content, headers=h, timeout=30)
 
 
-def try_query(server: Sluice, sql: str) -> list[dict[str, Any]] | None:
-    """Rows through the server's admin endpoint; None when the SQL fails (e.g. no such table yet)."""
-    token = (server.data_dir / "admin-token").read_text().strip()
-    r = httpx.post(
-        f"{server.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
-def q(server: Sluice, sql: str) -> list[dict[str, Any]]:
-    rows = try_query(server, sql)
-    assert rows is not None, f"query failed: {sql}"
-    return rows
 
 
-def poll(server: Sluice, sql: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    rows: list[dict[str, Any]] | None = None
-    while time.monotonic() < deadline:
-        rows = try_query(server, sql)
-        if rows is not None and len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} rows from {sql!r}, got {rows}")
 
 
 def track(user: str = "u1", event: str = "Clicked", **extra: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ Node client's wire format (HTTP Basic auth) sent with httpx."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,31 +12,9 @@ import httpx
 import orjson
 import pytest
 import segment.analytics as analytics
-from conftest import Sluice
+from conftest import Sluice, poll, try_query
 from segment.analytics.request import APIError
 from segment.analytics.version import VERSION
-
-
-def try_query(sluice: Sluice, sql: str) -> list[dict[str, Any]] | None:
-    token = (sluice.data_dir / "admin-token").read_text().strip()
-    r = httpx.post(
-        f"{sluice.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
-
-
-def poll(sluice: Sluice, sql: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    rows: list[dict[str, Any]] | None = None
-    while time.monotonic() < deadline:
-        rows = try_query(sluice, sql)
-        if rows is not None and len(rows) >= count:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} rows from {sql!r} within {timeout}s, got {rows}")
 
 
 def types(sluice: Sluice, table: str) -> dict[str, str]:

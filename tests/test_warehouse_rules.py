@@ -7,7 +7,6 @@ module; each test has its own source, so its own schema.
 from __future__ import annotations
 
 import itertools
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Sluice
+from conftest import Sluice, poll, q, try_query
 
 _schemas = itertools.count(1)
 
@@ -48,32 +47,10 @@ def track(server: Sluice, src: dict[str, Any], event: str, properties: dict[str,
     return mid
 
 
-def try_query(server: Sluice, sql: str) -> list[dict[str, Any]] | None:
-    token = (server.data_dir / "admin-token").read_text().strip()
-    r = httpx.post(
-        f"{server.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
-def q(server: Sluice, sql: str) -> list[dict[str, Any]]:
-    rows = try_query(server, sql)
-    assert rows is not None, f"query failed: {sql}"
-    return rows
 
 
-def poll(server: Sluice, sql: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    rows: list[dict[str, Any]] | None = None
-    while time.monotonic() < deadline:
-        rows = try_query(server, sql)
-        if rows is not None and len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} rows from {sql!r}, got {rows}")
 
 
 def loaded(server: Sluice, src: dict[str, Any], *message_ids: str, timeout: float = 15) -> None:
