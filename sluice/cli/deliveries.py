@@ -17,6 +17,7 @@ from sluice.cli.base import admin_request, catalog, fail, main, print_json, prin
 from sluice.delivery.state import LOG_FILE, DeliveryState
 from sluice.destinations.warehouse import warehouse_consumer
 from sluice.log.sqlite import SqliteLog
+from sluice.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,15 @@ class Ref:
     dest_id: int | None = None
 
 
-def resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
+def resolve(ctx: click.Context, ref: str, source_ref: str | None) -> Ref:
+    """DEST as the user named it; a clear error (exit 1) when there is no such destination."""
+    try:
+        return _resolve(catalog(ctx), ref, source_ref)
+    except CatalogError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
     if ref == "warehouse":
         sources = cat.list_sources()
         if source_ref:
@@ -42,6 +51,10 @@ def resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
         return Ref(source, warehouse_consumer(source), "warehouse", True)
     dest = cat.get_destination(ref)
     return Ref(cat.get_source(str(dest.source_id)), dest.consumer, dest.name, dest.type == "postgres", dest.id)
+
+
+def _when_sent(data_dir: Path) -> str:
+    return "now" if running_server(data_dir) else "when `sluice serve` next runs"
 
 
 def _state(data_dir: Path) -> DeliveryState:
@@ -65,12 +78,13 @@ def _ms_iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
 
 
-def _local_status(data_dir: Path, cat: Catalog) -> list[dict[str, Any]]:
+def _local_status(config: Settings, cat: Catalog) -> list[dict[str, Any]]:
     """Status read from the files, for when no server is running."""
     from sluice.destinations.registry import build
     from sluice.server import WAREHOUSE_FILE
     from sluice.warehouse.duckdb_engine import query_file
 
+    data_dir = config.data_dir
     log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
     state = _state(data_dir)
     rows = []
@@ -87,11 +101,11 @@ def _local_status(data_dir: Path, cat: Catalog) -> list[dict[str, Any]]:
     ]
     for ref in refs:
         cursor: int | None
-        if ref.label == "warehouse" and ref.dest_id is None:
+        if ref.dest_id is None:  # the embedded warehouse
             cursor = cursors.get(ref.consumer, 0)
         elif ref.transactional:
             try:
-                target = build(cat.get_destination(str(ref.dest_id)), settings_for(data_dir))
+                target = build(cat.get_destination(str(ref.dest_id)), config)
                 cursor = target.position()  # type: ignore[union-attr]
                 target.close()
             except Exception:  # the warehouse is unreachable: say so rather than guess
@@ -104,12 +118,6 @@ def _local_status(data_dir: Path, cat: Catalog) -> list[dict[str, Any]]:
         })
     log.close()
     return rows
-
-
-def settings_for(data_dir: Path) -> Any:
-    from sluice.settings import Settings
-
-    return Settings.from_env(data_dir=data_dir)
 
 
 @main.group()
@@ -126,7 +134,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if running_server(data_dir) is not None:
         rows = admin_request(data_dir, "GET", "/admin/status")["deliveries"]
     else:
-        rows = _local_status(data_dir, catalog(ctx))
+        rows = _local_status(settings(ctx), catalog(ctx))
     if as_json:
         print_json(rows)
         return
@@ -151,11 +159,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def dead_letters(ctx: click.Context, dest: str, source_ref: str | None, limit: int, as_json: bool) -> None:
     """List the events DEST refused for good, with the reason."""
-    try:
-        ref = resolve(catalog(ctx), dest, source_ref)
-    except CatalogError as e:
-        fail(str(e))
-        return
+    ref = resolve(ctx, dest, source_ref)
     items = _state(settings(ctx).data_dir).dead_letters(ref.consumer, limit)
     for item in items:
         message = orjson.loads(item.pop("body"))
@@ -187,14 +191,10 @@ def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, sourc
     """Re-drive dead letters (by id, or --all): the destination's worker sends them again."""
     if not all_ and not ids:
         fail("say which dead letters: ids, or --all")
-    try:
-        ref = resolve(catalog(ctx), dest, source_ref)
-    except CatalogError as e:
-        fail(str(e))
-        return
+    ref = resolve(ctx, dest, source_ref)
     data_dir = settings(ctx).data_dir
     n = _state(data_dir).request_retry(ref.consumer, None if all_ else list(ids))
-    where = "now" if running_server(data_dir) else "when `sluice serve` next runs"
+    where = _when_sent(data_dir)
     click.echo(f"{n} dead letter{'s' if n != 1 else ''} of {ref.label} will be re-sent {where}")
 
 
@@ -206,11 +206,7 @@ def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, sourc
 @click.pass_context
 def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_ref: str | None) -> None:
     """Send DEST again every event received in a time range (warehouses skip rows they hold)."""
-    try:
-        ref = resolve(catalog(ctx), dest, source_ref)
-    except CatalogError as e:
-        fail(str(e))
-        return
+    ref = resolve(ctx, dest, source_ref)
     data_dir = settings(ctx).data_dir
     start, end = _when(since), _when(until) if until else datetime.now(UTC)
     if end <= start:
@@ -224,5 +220,5 @@ def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_
         click.echo(f"no events of {ref.source.schema} between {start.isoformat()} and {end.isoformat()}")
         return
     _state(data_dir).add_replay(ref.consumer, after, last)
-    where = "now" if running_server(data_dir) else "when `sluice serve` next runs"
+    where = _when_sent(data_dir)
     click.echo(f"replaying {count} event{'s' if count != 1 else ''} of {ref.source.schema} to {ref.label} {where}")
