@@ -20,10 +20,12 @@ from sluice.delivery.state import LOG_FILE, DeliveryState
 from sluice.destinations.warehouse import WarehouseTarget
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
+from sluice.log.base import LogMismatch
 from sluice.log.sqlite import SqliteLog
 from sluice.metrics import Metrics
 from sluice.settings import Settings
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
+from sluice.warehouse.loader import Caps
 
 SERVER_FILE = "server.json"
 ADMIN_TOKEN_FILE = "admin-token"
@@ -55,6 +57,30 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
+class LogMismatchAtStart(RuntimeError):
+    pass
+
+
+def _check_cursors(warehouse: DuckDBWarehouse, log: SqliteLog) -> None:
+    """Refuse to start when the warehouse has loaded further than this log goes, or from another log:
+    new events would get seqs the cursor has passed and never load."""
+    problems = []
+    for consumer in warehouse.cursors():
+        try:
+            warehouse.check_log(consumer, log.generation(), log.head())
+        except LogMismatch as e:
+            problems.append(str(e))
+    if problems:
+        log.close()
+        warehouse.close()
+        raise LogMismatchAtStart(
+            f"{log.path} does not match the warehouse: {'; '.join(problems)}.\n"
+            "  Starting would reuse sequence numbers the warehouse has passed, and new events would never load.\n"
+            f"  Restore {log.path.name} from a backup, or run `sluice recover` (with this data dir) to load what the\n"
+            "  current log holds again, skipping rows the warehouse has, and continue from there."
+        )
+
+
 def serve(settings: Settings) -> None:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +88,8 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     catalog = Catalog(data_dir)
     log = SqliteLog(data_dir / LOG_FILE, settings.dedup_window_seconds)
-    warehouse = DuckDBWarehouse(data_dir / WAREHOUSE_FILE)
+    warehouse = DuckDBWarehouse(data_dir / WAREHOUSE_FILE, Caps.from_settings(settings))
+    _check_cursors(warehouse, log)
     metrics = Metrics()
     registry = SourceRegistry(catalog)
 

@@ -31,6 +31,11 @@ class Settings:
     dedup_window_seconds: int = 24 * 3600
     log_retention_seconds: int = 7 * 24 * 3600
 
+    # Warehouse caps (docs/warehouse-schema.md): what is over them goes to discards. 500 columns stay
+    # well under PostgreSQL's 1,600 and keep a row of 8-byte values inside its 8 KB page.
+    max_columns_per_table: int = 500
+    max_event_tables: int = 1000
+
     # Loading: a batch is flushed at most this long after its first event arrived.
     load_linger_seconds: float = 0.5
     load_batch_max_events: int = 20_000

@@ -17,12 +17,12 @@ from sluice.cli.base import fail, main, settings
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, serve_data_dir: Path | None) -> None:
     """Run the server: ingest, log, delivery and warehouse loading."""
-    from sluice.server import AlreadyRunning
+    from sluice.server import AlreadyRunning, LogMismatchAtStart
     from sluice.server import serve as run
 
     if serve_data_dir is not None:
         ctx.obj["data_dir"] = serve_data_dir
     try:
         run(settings(ctx, host=host, port=port))
-    except AlreadyRunning as e:
+    except (AlreadyRunning, LogMismatchAtStart) as e:
         fail(str(e))

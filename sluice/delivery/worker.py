@@ -17,7 +17,7 @@ from sluice.delivery.backoff import backoff_delay
 from sluice.delivery.routing import wanted
 from sluice.delivery.state import DeliveryState
 from sluice.destinations.base import Failure, Target, TransientError
-from sluice.log.base import Entry, Log
+from sluice.log.base import Entry, Log, LogMismatch
 from sluice.metrics import Metrics
 from sluice.settings import Settings
 
@@ -54,8 +54,25 @@ class Worker(threading.Thread):
     def position(self) -> int:
         return self.target.position() if self.target.transactional else self.state.cursor(self.target.consumer)
 
+    def _bind(self) -> bool:
+        """Check the target's cursor belongs to this log; until it does, say why and deliver nothing."""
+        try:
+            self.target.bind_log(self.log)
+        except LogMismatch as e:
+            message = f"{e}. Stop the server and run `sluice recover` (docs/configuration.md#recovery)"
+            logger.error("delivery %s -> %s: %s", self.source.schema, self.target.label, message)
+            self.state.record_error(self.target.consumer, message)
+            return False
+        except Exception as e:  # the destination is unreachable: check again when it answers
+            self.state.record_error(self.target.consumer, f"{type(e).__name__}: {e}")
+            return False
+        return True
+
     def run(self) -> None:
         try:
+            while not self._bind():
+                if self._halt.wait(self.settings.retry_max_seconds):
+                    return
             while not self._halt.is_set():
                 head = self.log.head()
                 try:
@@ -119,7 +136,10 @@ class Worker(threading.Thread):
         if replay is None:
             return False
         limit = self.settings.load_batch_max_events
-        entries = [e for e in self.log.read(self.source.id, replay.next_seq, limit) if e.seq <= replay.end_seq]
+        # Never beyond the live cursor: live delivery sends what lies past it, and a replay that went
+        # there too would send those events twice (a warehouse would load them twice).
+        end = min(replay.end_seq, self.position())
+        entries = [e for e in self.log.read(self.source.id, replay.next_seq, limit) if e.seq <= end]
         if not entries:
             self.state.advance_replay(replay.id, replay.end_seq, self.target.consumer, self.source.id)
             return True

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sluice.catalog.models import Source
-from sluice.log.base import Entry
+from sluice.log.base import Entry, Log
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class Target(ABC):
     label: str  # shown in status and metrics, e.g. "warehouse" or the destination's name
     consumer: str  # the cursor's name
     transactional: bool = False
+
+    def bind_log(self, log: Log) -> None:  # noqa: B027 - optional hook
+        """Called once before delivery starts. A target keeping its own cursor checks that the cursor
+        belongs to this log (warehouse.loader.LogMismatch otherwise)."""
 
     def position(self) -> int:
         raise NotImplementedError

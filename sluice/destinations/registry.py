@@ -42,8 +42,9 @@ def build(destination: Destination, settings: Settings) -> Target:
         return DripTarget(destination, settings.delivery_timeout_seconds)
     if destination.type == "postgres":
         from sluice.destinations.warehouse import WarehouseTarget
+        from sluice.warehouse.loader import Caps
 
-        return WarehouseTarget.postgres(destination)
+        return WarehouseTarget.postgres(destination, Caps.from_settings(settings))
     raise ValueError(f"unknown destination type {destination.type!r}")
 
 

@@ -16,18 +16,10 @@ from typing import Any
 
 import orjson
 
+from sluice.ingest.shape import PAYLOAD_KEY, TooDeep, digest, structure
 from sluice.log.base import Record
 
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
-# The object each type carries its payload in.
-_PAYLOAD_KEY = {
-    "track": "properties",
-    "page": "properties",
-    "screen": "properties",
-    "identify": "traits",
-    "group": "traits",
-    "alias": None,
-}
 # Keys handled explicitly above the catch-all that keeps any other top-level key a sender adds.
 _HANDLED = frozenset(
     ("writeKey", "type", "messageId", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "context",
@@ -161,17 +153,11 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-MAX_DEPTH = 64  # objects nested deeper than this cannot become sensible columns anyway
-
-
-def _shape(obj: dict[str, Any], depth: int = 1) -> tuple[Any, ...]:
-    # Keys, and the key structure of nested objects: all a loader needs to know the columns.
-    for value in obj.values():
-        if type(value) is dict:
-            if depth >= MAX_DEPTH:
-                raise Rejected(f"objects are nested more than {MAX_DEPTH} levels deep", "too_deep")
-            return tuple([(k, _shape(v, depth + 1)) if type(v) is dict else k for k, v in obj.items()])
-    return tuple(obj)  # flat: the common case, done in C
+def _structure(obj: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        return structure(obj)
+    except TooDeep as e:
+        raise Rejected(str(e), "too_deep") from None
 
 
 def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, source_id: int) -> Record:
@@ -233,19 +219,20 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
             raise Rejected("an alias call needs both previousId and userId", "missing_alias_ids")
         out["previousId"] = previous_id
 
-    payload_key = _PAYLOAD_KEY[mtype]
-    shape: tuple[Any, ...] = (mtype, out.get("event"))
+    payload_key = PAYLOAD_KEY[mtype]
+    payload_shape: tuple[Any, ...] = ()
     if payload_key is not None:
         payload = _object(msg, payload_key) or {}
         out[payload_key] = payload
-        shape += (_shape(payload),)
+        payload_shape = _structure(payload)
 
     context = _object(msg, "context")
     if arrival.context:
         context = {**arrival.context, **context} if context else arrival.context
+    context_shape: tuple[Any, ...] = ()
     if context:
         out["context"] = context
-        shape += (_shape(context),)
+        context_shape = _structure(context)
     integrations = _object(msg, "integrations")
     if arrival.integrations:
         integrations = {**arrival.integrations, **integrations} if integrations else arrival.integrations
@@ -296,4 +283,5 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
     # cheap test; the walk rules out a literal backslash-u0000 written by the sender.
     if b"\\u0000" in body and _contains_nul(out):
         raise Rejected("message contains a NUL character (\\u0000), which warehouses cannot store", "nul_character")
-    return Record(source_id, message_id, arrival.received_ms, hash(shape), body)
+    shape = digest(mtype, out.get("event"), payload_shape, context_shape)
+    return Record(source_id, message_id, arrival.received_ms, shape, body)

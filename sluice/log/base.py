@@ -19,7 +19,7 @@ class Record(NamedTuple):
     source_id: int
     message_id: str
     received_ms: int
-    shape: int  # hash of the message's key structure: lets loaders skip schema discovery per row
+    shape: bytes  # digest of the message's key structure (sluice/ingest/shape.py): loaders plan per shape
     body: bytes  # canonical JSON
 
 
@@ -27,9 +27,14 @@ class Entry(NamedTuple):
     """One message read back from the log."""
 
     seq: int
-    shape: int
+    shape: bytes | int | None  # the digest; None (or an int, from logs written before 0.2) means "not known"
     received_ms: int
     body: bytes
+
+
+class LogMismatch(RuntimeError):
+    """A cursor kept outside the log (in a warehouse) that belongs to another log, or is ahead of this
+    one: delivering after it would skip events, so delivery stops and says so."""
 
 
 class LogError(RuntimeError):
@@ -48,6 +53,11 @@ class Log(ABC):
     @abstractmethod
     def head(self) -> int:
         """The highest seq committed so far (0 when empty)."""
+
+    @abstractmethod
+    def generation(self) -> str:
+        """This log's identity, made when it was created: seqs mean something only within one log, so
+        every cursor that lives outside it (in a warehouse) records the generation it counts in."""
 
     @abstractmethod
     def wait_for(self, after_seq: int, timeout: float) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_source ON events (source_id, seq);
 CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 # SQLite allows 32,766 bound variables per statement; `seen` rows take two.
 _SEEN_CHUNK = 8000
@@ -52,6 +54,10 @@ class SqliteLog(Log):
         self._wdb = _connect(path)
         self._wdb.executescript(_SCHEMA)
         self._head = int(self._wdb.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        if not readonly:  # a log written before generations existed adopts one, like a new log
+            self._wdb.execute("INSERT INTO meta VALUES ('generation', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+        row = self._wdb.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        self._generation = str(row[0]) if row else ""
         self._local = threading.local()
         self._pending: list[_Waiter] = []
         self._cv = threading.Condition()
@@ -167,6 +173,9 @@ class SqliteLog(Log):
 
     def head(self) -> int:
         return self._head
+
+    def generation(self) -> str:
+        return self._generation
 
     def wait_for(self, after_seq: int, timeout: float) -> int:
         with self._committed:

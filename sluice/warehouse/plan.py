@@ -1,407 +1,614 @@
-"""The one mapping layer: a batch of canonical messages -> Segment's tables, columns and SQL.
+"""The one mapping layer: a batch of canonical messages -> Segment's tables, columns, rows and discards.
 
-The plan is engine-neutral. Its SQL runs in DuckDB over a staging relation `staging(seq, shape,
-body)` holding the batch's canonical JSON, so values are parsed and cast by DuckDB's vectorised
-JSON reader instead of row by row in Python. The DuckDB warehouse inserts the results directly;
-other engines (PostgreSQL) receive the same results as Arrow and copy them in.
+The plan is engine-neutral. It runs in DuckDB over `staging(seq, g, body)`, the batch as Arrow:
 
-Schema discovery is per *shape* (a hash of a message's key structure computed at ingest): only
-the first message of a shape not seen before is parsed in Python, to learn its leaf paths.
+1. Every message has a *shape* (its exact key structure, sluice/ingest/shape.py). Each shape of the
+   batch is analysed once, from its first message (layout.py); the batch is grouped by *feed* (the
+   tables a kind of message writes: tracks + its event table, identifies + users, pages, ...).
+2. Per feed, one pass extracts every value each message contributes to its tables into *slots*
+   (text columns of an Arrow table): DuckDB's json_extract_string for the common shapes, Python
+   (flatten.py) for very wide or rare ones. Each body is parsed once for all its tables.
+3. New columns get the type of their first value in the batch (by seq); a table takes new columns
+   up to its cap, first filled first; an event table is created only while the schema is under its
+   cap. What was known comes from the warehouse's stored schema, never from another batch.
+4. The engine creates what is new and runs the plan's SELECTs: rows per table, and discards for
+   every value that could not be stored, each with its reason.
+
+Everything is linear in the batch: no statement's size grows with the product of rows and columns.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from sluice.ingest.shape import SHAPE_BYTES, shape_of
 from sluice.log.base import Entry
-from sluice.warehouse.naming import column_name, json_pointer, sql_string, table_name
-from sluice.warehouse.types import ColType, cast_sql, infer
+from sluice.warehouse.flatten import TableValues, leaf_values, table_values
+from sluice.warehouse.layout import ShapeInfo, analyse, loser_reason
+from sluice.warehouse.naming import sql_string
+from sluice.warehouse.tables import DISCARDS, LOAD_TIME, Feed, TableKind
+from sluice.warehouse.types import ColType, cast_sql, infer, standard_cast_sql
 
-Path = tuple[str, ...]
+# Shapes wider than this are flattened in Python: DuckDB looks each path up by walking its object's keys.
+FAST_MAX_LEAVES = 64
+# Per feed, the most frequent shapes up to this many go through DuckDB, the rarer ones through Python.
+FAST_MAX_SHAPES = 32
+STANDARD_TABLES = frozenset({"tracks", "identifies", "users", "pages", "screens", "groups", "aliases", DISCARDS})
+
+Known = Mapping[str, Mapping[str, ColType]]  # table -> column -> type, for one schema
 
 
 @dataclass(frozen=True)
-class Dialect:
-    """What differs between engines as far as naming goes."""
-
-    name: str
+class Limits:
     max_identifier_bytes: int
-    max_columns: int
-
-
-@dataclass(frozen=True)
-class Std:
-    """A standard column: fixed name, fixed source (a JSON pointer or a constant), fixed type."""
-
-    name: str
-    pointer: str | None
-    type: ColType
-    const: str | None = None
-
-
-_TS = ColType.TIMESTAMP
-_COMMON = (
-    Std("id", "/messageId", ColType.VARCHAR),
-    Std("anonymous_id", "/anonymousId", ColType.VARCHAR),
-    Std("user_id", "/userId", ColType.VARCHAR),
-    Std("received_at", "/receivedAt", _TS),
-    Std("sent_at", "/sentAt", _TS),
-    Std("timestamp", "/timestamp", _TS),
-    Std("original_timestamp", "/originalTimestamp", _TS),
-)
-LOADED_AT = "loaded_at"
-DISCARDS = "discards"
-DISCARD_COLUMNS = (
-    ("table_name", ColType.VARCHAR),
-    ("column_name", ColType.VARCHAR),
-    ("row_id", ColType.VARCHAR),
-    ("value", ColType.VARCHAR),
-    ("reason", ColType.VARCHAR),
-    ("received_at", _TS),
-    (LOADED_AT, _TS),
-)
-
-
-@dataclass(frozen=True)
-class TableKind:
-    """How one kind of table is fed: its standard columns, and which parts of a message flatten in."""
-
-    standard: tuple[Std, ...]
-    context: bool
-    payload: str | None  # "properties" / "traits" / None
-    upsert: bool = False  # users: one row per id, latest non-null values
-
-
-def _event_kind(event_table: str) -> TableKind:
-    std = (
-        *_COMMON,
-        Std("event", None, ColType.VARCHAR, const=event_table),
-        Std("event_text", "/event", ColType.VARCHAR),
-    )
-    return TableKind(std, context=True, payload="properties")
-
-
-_TRACKS_STD = (*_COMMON, Std("event", None, ColType.VARCHAR), Std("event_text", "/event", ColType.VARCHAR))
-_PAGE_STD = (*_COMMON, Std("name", "/name", ColType.VARCHAR), Std("category", "/category", ColType.VARCHAR))
-KINDS: dict[str, TableKind] = {
-    "identifies": TableKind(_COMMON, context=True, payload="traits"),
-    "users": TableKind(
-        (Std("id", "/userId", ColType.VARCHAR), Std("received_at", "/receivedAt", _TS)),
-        context=False,
-        payload="traits",
-        upsert=True,
-    ),
-    "pages": TableKind(_PAGE_STD, context=True, payload="properties"),
-    "screens": TableKind(_PAGE_STD, context=True, payload="properties"),
-    "groups": TableKind((*_COMMON, Std("group_id", "/groupId", ColType.VARCHAR)), context=True, payload="traits"),
-    "aliases": TableKind((*_COMMON, Std("previous_id", "/previousId", ColType.VARCHAR)), context=True, payload=None),
-}
+    max_columns: int  # per table, standard and load-time columns included
+    max_event_tables: int  # per schema
+    fast_max_leaves: int = FAST_MAX_LEAVES
+    fast_max_shapes: int = FAST_MAX_SHAPES
 
 
 @dataclass
-class _Shape:
-    """What one message shape contributes: its tables and the leaf paths of context and payload."""
+class TableWrite:
+    """Rows for one table from one feed: `select` yields `columns` in order (load-time columns are the
+    engine's)."""
 
-    tables: list[tuple[str, TableKind]]
-    context: list[tuple[Path, Sample]]
-    payload: list[tuple[Path, Sample]]
-
-
-@dataclass
-class Column:
-    name: str
-    type: ColType | None  # None until inferred
-    pointers: list[str]
-    const: str | None = None
-    standard: bool = False
-    new: bool = False
-    by_shape: dict[int, str] | None = None  # tracks.event: a constant per message shape
-    sample: Sample = None  # the first non-null value seen in the first message of a shape
-
-
-@dataclass
-class TablePlan:
-    name: str
+    table: str
     kind: TableKind
-    shapes: list[int] = field(default_factory=list)
-    columns: OrderedDict[str, Column] = field(default_factory=OrderedDict)
-    # (pointer, column label, reason, pointer of a standard column whose equal value makes it no loss)
-    discards: list[tuple[str, str, str, str | None]] = field(default_factory=list)
-    exists: bool = False
-    # Shapes in which a payload/context pointer is a leaf. In another shape the same pointer may be
-    # an object (flattened into other columns): its JSON text must not land in this column.
-    leaf_shapes: dict[str, set[int]] = field(default_factory=dict)
-
-    def raw(self, pointer: str, index: dict[str, int]) -> str:
-        x = f"x[{index[pointer]}]"
-        shapes = self.leaf_shapes.get(pointer)
-        if shapes is None or len(shapes) == len(self.shapes):
-            return x
-        return f"CASE WHEN shape IN ({', '.join(map(str, sorted(shapes)))}) THEN {x} END"
-
-    @property
-    def new_columns(self) -> list[Column]:
-        return [c for c in self.columns.values() if c.new]
-
-    def pointers(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for c in self.columns.values():
-            seen.update(dict.fromkeys(c.pointers))
-        seen.update(dict.fromkeys(p for p, _, _, _ in self.discards))
-        return list(seen)
-
-    def _source(self) -> tuple[str, dict[str, int]]:
-        pointers = self.pointers()
-        index = {p: i + 1 for i, p in enumerate(pointers)}
-        paths = "[" + ", ".join(sql_string(p) for p in pointers) + "]"
-        shapes = ", ".join(str(s) for s in self.shapes)
-        sub = f"SELECT seq, shape, json_extract_string(body, {paths}) AS x FROM staging WHERE shape IN ({shapes})"
-        return sub, index
-
-    def _expr(self, col: Column, index: dict[str, int]) -> str:
-        if col.const is not None:
-            return sql_string(col.const)
-        if col.by_shape is not None:
-            cases = " ".join(f"WHEN {shape} THEN {sql_string(v)}" for shape, v in col.by_shape.items())
-            return f"CASE shape {cases} END"
-        raw = _coalesce([self.raw(p, index) for p in col.pointers])
-        assert col.type is not None
-        return cast_sql(raw, col.type)
-
-    def select_sql(self) -> str:
-        """Rows for this table, one per message, columns in self.columns order."""
-        sub, index = self._source()
-        if self.kind.upsert:
-            # One row per user: the latest non-null value of every column (Segment's users table).
-            id_expr = self._expr(self.columns["id"], index)
-            parts = [f"{id_expr} AS c0"]
-            for i, col in enumerate(list(self.columns.values())[1:], start=1):
-                e = self._expr(col, index)
-                parts.append(f"arg_max({e}, seq) FILTER (WHERE {e} IS NOT NULL) AS c{i}")
-            return f"SELECT {', '.join(parts)} FROM ({sub}) AS s WHERE {id_expr} IS NOT NULL GROUP BY 1"
-        parts = [f"{self._expr(col, index)} AS c{i}" for i, col in enumerate(self.columns.values())]
-        return f"SELECT {', '.join(parts)} FROM ({sub}) AS s"
-
-    def discards_sql(self) -> str | None:
-        """Values that could not be stored: (table_name, column_name, row_id, value, reason, received_at)."""
-        if self.kind.upsert:
-            return None  # the same values are recorded once, against identifies
-        sub, index = self._source()
-        id_x = f"x[{index['/messageId']}]"
-        recv = f"TRY_CAST(x[{index['/receivedAt']}] AS TIMESTAMPTZ)"
-        table = sql_string(self.name)
-        selects = []
-        for col in self.columns.values():
-            if col.standard or col.type in (None, ColType.VARCHAR):
-                continue
-            for p in col.pointers:
-                raw = self.raw(p, index)
-                reason = sql_string(f"{p} cannot be stored in the {col.type} column {col.name}")
-                selects.append(
-                    f"SELECT {table} AS table_name, {sql_string(col.name)} AS column_name, {id_x} AS row_id,"
-                    f" {raw} AS value, {reason} AS reason, {recv} AS received_at FROM s"
-                    f" WHERE {raw} IS NOT NULL AND {cast_sql(raw, col.type)} IS NULL"
-                )
-        for pointer, label, reason, same_as in self.discards:
-            raw = self.raw(pointer, index)
-            # analytics.js repeats a page's name in properties.name: the same value is no loss.
-            differs = f" AND {raw} IS DISTINCT FROM x[{index[same_as]}]" if same_as else ""
-            selects.append(
-                f"SELECT {table} AS table_name, {sql_string(label)} AS column_name, {id_x} AS row_id,"
-                f" {raw} AS value, {sql_string(reason)} AS reason, {recv} AS received_at FROM s"
-                f" WHERE {raw} IS NOT NULL{differs}"
-            )
-        if not selects:
-            return None
-        return f"WITH s AS ({sub}) " + " UNION ALL ".join(selects)
+    columns: list[str]
+    select: str
 
 
-def _coalesce(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else f"COALESCE({', '.join(items)})"
+@dataclass
+class BatchPlan:
+    relations: dict[str, pa.Table]  # to register on the connection that runs the SELECTs
+    new_tables: dict[str, tuple[TableKind, list[tuple[str, ColType]]]]  # table -> (kind, every column)
+    new_columns: dict[str, list[tuple[str, ColType]]]  # existing table -> columns to add
+    writes: list[TableWrite]
+    discards: list[str]  # SELECTs of (table_name, column_name, row_id, value, reason, received_at)
+    tables: list[str] = field(default_factory=list)  # every table written, in order
+
+    def columns_after(self, known: Known) -> dict[str, dict[str, ColType]]:
+        """What the stored schema knows of each touched table once this plan has committed."""
+        out: dict[str, dict[str, ColType]] = {}
+        for table, (_, cols) in self.new_tables.items():
+            out[table] = {**dict(cols), **dict(LOAD_TIME)}
+        for table, cols in self.new_columns.items():
+            out[table] = {**known.get(table, {}), **dict(cols)}
+        return out
 
 
-# A leaf's value as DuckDB's json_type() and json_extract_string() would describe it, so a column's
-# type is decided by the one rule in types.infer whether the value came from Python or DuckDB.
-Sample = tuple[str, str | None] | None
-_JSON_TYPES: dict[type, str] = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR", list: "ARRAY"}
+# -- shapes --------------------------------------------------------------------------------------
 
 
-def _sample(value: Any) -> Sample:
-    if value is None:
-        return None
-    json_type = _JSON_TYPES.get(type(value), "OBJECT")
-    return (json_type, value if json_type == "VARCHAR" else str(value) if json_type == "BIGINT" else None)
+class ShapeCache:
+    """Shape digest -> its analysis. Shapes are exact and analyses hold no values, so one cache may
+    serve every source of a warehouse (the digest decides, not which message came first)."""
+
+    def __init__(self, max_identifier_bytes: int, size: int = 10_000) -> None:
+        self.max_identifier_bytes = max_identifier_bytes
+        self._size = size
+        self._items: OrderedDict[bytes, ShapeInfo] = OrderedDict()
+
+    def get(self, key: bytes, msg: dict[str, Any] | None, body: bytes) -> ShapeInfo:
+        info = self._items.get(key)
+        if info is not None:
+            self._items.move_to_end(key)
+            return info
+        info = analyse(msg if msg is not None else orjson.loads(body), self.max_identifier_bytes)
+        self._items[key] = info
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return info
 
 
-def _leaves(obj: dict[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Sample]]:
-    for key, value in obj.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, (*prefix, key))
-        else:
-            yield (*prefix, key), _sample(value)
+# -- per feed ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    """A column a table does not have yet, with the first value (by seq) that would fill it."""
+
+    seq: int
+    pos: int  # the column's place among its table's columns in that message (ties of seq go by it)
+    json_text: str  # the value as JSON
+    json_type: str | None = None  # DuckDB's json_type() of it, and its text, once settled
+    text: str | None = None
+
+
+# A row flattened in Python: (entry, message, shape, leaf values, per-table values)
+_SlowRow = tuple[Entry, dict[str, Any], int, dict[str, Any], dict[str, TableValues]]
+
+
+@dataclass
+class _FeedPlan:
+    feed: Feed
+    gids: list[int]  # shapes of this feed
+    fast: list[int]
+    slow: list[int]
+    first_seq: int
+    std_slots: dict[str, str] = field(default_factory=dict)  # standard pointer -> slot
+    col_slots: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> slot
+    # fast-path discard slots: slot -> (table, column label, reason)
+    discard_slots: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 class Planner:
-    """Plans batches for one warehouse; remembers shapes it has already parsed."""
+    """Plans batches for one warehouse (one dialect's identifier limit and caps)."""
 
-    _MAX_SHAPES = 10_000
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.shapes = ShapeCache(limits.max_identifier_bytes)
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self._shapes: OrderedDict[int, _Shape] = OrderedDict()
+    def plan(self, entries: Sequence[Entry], known: Known, stage: duckdb.DuckDBPyConnection, tag: str) -> BatchPlan:
+        """Plan one source's batch. `known`: the schema's tables as stored. `stage`: a DuckDB connection for
+        the extraction queries (nothing is written through it here). `tag` names this plan's relations."""
+        return _BatchPlanner(self, entries, known, stage, tag).run()
 
-    def _shape(self, entry: Entry) -> _Shape:
-        known = self._shapes.get(entry.shape)
-        if known is not None:
-            self._shapes.move_to_end(entry.shape)
-            return known
-        msg = orjson.loads(entry.body)
-        mtype = msg["type"]
-        limit = self.dialect.max_identifier_bytes
-        if mtype == "track":
-            event_table = table_name(msg["event"], limit)
-            tables = [
-                ("tracks", TableKind(_TRACKS_STD, context=True, payload=None)),
-                (event_table, _event_kind(event_table)),
-            ]
-        elif mtype == "identify":
-            tables = [("identifies", KINDS["identifies"]), ("users", KINDS["users"])]
-        else:
-            name = {"page": "pages", "screen": "screens", "group": "groups", "alias": "aliases"}[mtype]
-            tables = [(name, KINDS[name])]
-        payload_key = {
-            "track": "properties",
-            "page": "properties",
-            "screen": "properties",
-            "identify": "traits",
-            "group": "traits",
-        }.get(mtype)
-        payload = msg.get(payload_key) if payload_key else None
-        shape = _Shape(
-            tables=tables,
-            context=list(_leaves(msg.get("context") or {})),
-            payload=list(_leaves(payload)) if isinstance(payload, dict) else [],
-        )
-        self._shapes[entry.shape] = shape
-        if len(self._shapes) > self._MAX_SHAPES:
-            self._shapes.popitem(last=False)
-        return shape
 
-    def plan(
-        self,
-        entries: Sequence[Entry],
-        existing: Callable[[str], dict[str, ColType] | None],
-        staging: duckdb.DuckDBPyConnection,
-    ) -> list[TablePlan]:
-        """Plans for every table the batch touches, column types settled (inferring new ones)."""
-        firsts: dict[int, Entry] = {}
-        for e in entries:
-            if e.shape not in firsts:
-                firsts[e.shape] = e
-        tables: dict[str, TablePlan] = {}
-        payload_prefix = {"properties": "/properties", "traits": "/traits"}
-        for shape_id, entry in firsts.items():
-            shape = self._shape(entry)
-            for name, kind in shape.tables:
-                plan = tables.get(name)
-                if plan is None:
-                    plan = tables[name] = TablePlan(name, kind)
-                    for std in kind.standard:
-                        plan.columns[std.name] = Column(
-                            std.name, std.type, [std.pointer] if std.pointer else [], std.const, standard=True
-                        )
-                    if name == "tracks":  # tracks.event holds each row's event table name
-                        plan.columns["event"] = Column("event", ColType.VARCHAR, [], standard=True, by_shape={})
-                plan.shapes.append(shape_id)
-                if name == "tracks":
-                    by_shape = plan.columns["event"].by_shape
-                    assert by_shape is not None
-                    by_shape[shape_id] = shape.tables[1][0]
-                if kind.context:
-                    for path, sample in shape.context:
-                        self._add(plan, shape_id, ("context", *path), "/context" + json_pointer(path), sample)
-                if kind.payload is not None:
-                    for path, sample in shape.payload:
-                        pointer = payload_prefix[kind.payload] + json_pointer(path)
-                        self._add(plan, shape_id, path, pointer, sample)
-        plans = list(tables.values())
-        for plan in plans:
-            self._settle_types(plan, existing(plan.name), staging)
-        return plans
-
-    def _add(self, plan: TablePlan, shape_id: int, path: Path, pointer: str, sample: Sample = None) -> None:
-        plan.leaf_shapes.setdefault(pointer, set()).add(shape_id)
-        name = column_name(path, self.dialect.max_identifier_bytes)
-        if name is None:
-            plan.discards.append((pointer, pointer, f"{pointer} has no letters or digits to name a column", None))
-            return
-        col = plan.columns.get(name)
-        if name == LOADED_AT or (col is not None and col.standard):
-            if pointer not in (p for p, _, _, _ in plan.discards):
-                same_as = col.pointers[0] if col is not None and col.pointers else None
-                plan.discards.append((pointer, name, f"{pointer} collides with the standard column {name}", same_as))
-        elif col is None:
-            plan.columns[name] = Column(name, None, [pointer], sample=sample)
-        else:
-            if pointer not in col.pointers:
-                col.pointers.append(pointer)  # two keys with one snake_case name share the column
-            if col.sample is None:
-                col.sample = sample
-
-    def _settle_types(
-        self, plan: TablePlan, existing: dict[str, ColType] | None, staging: duckdb.DuckDBPyConnection
+class _BatchPlanner:
+    def __init__(
+        self, planner: Planner, entries: Sequence[Entry], known: Known, stage: duckdb.DuckDBPyConnection, tag: str
     ) -> None:
-        plan.exists = existing is not None
-        existing = existing or {}
-        unknown = [c for c in plan.columns.values() if not c.standard and c.name not in existing]
-        for col in plan.columns.values():
-            if not col.standard and col.name in existing:
-                col.type = existing[col.name]
-        if not unknown:
-            return
-        # New columns take the type of their first value. The first message of each shape (already
-        # parsed) usually has one; only columns null there need a scan of the batch.
-        found: dict[str, tuple[str | None, str | None]] = {c.name: c.sample for c in unknown if c.sample}
-        scan = [c for c in unknown if c.name not in found]
-        if scan:
-            found.update(self._first_values(plan, scan, staging))
-        used = len(existing) if plan.exists else len(plan.kind.standard) + 1  # + loaded_at
-        room = self.dialect.max_columns - used
-        for col in unknown:
-            json_t, text = found.get(col.name, (None, None))
-            if json_t is None:
-                del plan.columns[col.name]  # a column is created only when a non-null value arrives
-                continue
-            if room <= 0:
-                del plan.columns[col.name]
-                reason = f"{plan.name} has reached the column limit of {self.dialect.max_columns}"
-                plan.discards.extend((p, col.name, reason, None) for p in col.pointers)
-                continue
-            room -= 1
-            col.type = infer(json_t, text)
-            col.new = True
+        self.limits = planner.limits
+        self.cache = planner.shapes
+        self.entries = entries
+        self.known = known
+        self.stage = stage
+        self.tag = tag
+        self.relations: dict[str, pa.Table] = {}
 
-    @staticmethod
-    def _first_values(
-        plan: TablePlan, columns: list[Column], staging: duckdb.DuckDBPyConnection
-    ) -> dict[str, tuple[str | None, str | None]]:
-        """(json_type, text) of each column's first non-null value in the batch, by scanning it."""
-        shapes = ", ".join(str(s) for s in plan.shapes)
-        parts = []
-        for col in columns:
-            p = sql_string(col.pointers[0])
-            leaf = plan.leaf_shapes.get(col.pointers[0])
-            only = f" AND shape IN ({', '.join(map(str, sorted(leaf)))})" if leaf else ""
-            keep = f"FILTER (WHERE json_type(body, {p}) <> 'NULL'{only})"
-            parts += [
-                f"arg_min(json_type(body, {p}), seq) {keep}",
-                f"arg_min(json_extract_string(body, {p}), seq) {keep}",
-            ]
-        row = staging.execute(f"SELECT {', '.join(parts)} FROM staging WHERE shape IN ({shapes})").fetchall()[0]
-        return {col.name: (row[2 * i], row[2 * i + 1]) for i, col in enumerate(columns)}
+    # -- 1. shapes and feeds ---------------------------------------------------------------------
+
+    def _group(self) -> None:
+        seqs, shapes, _, bodies = zip(*self.entries, strict=True)
+        keys: list[bytes] = list(shapes)
+        parsed: dict[int, dict[str, Any]] = {}
+        for i, key in enumerate(keys):
+            if not (isinstance(key, bytes) and len(key) == SHAPE_BYTES):
+                # A re-driven dead letter, or a log written before shapes were digests: from the body.
+                parsed[i] = orjson.loads(bodies[i])
+                keys[i] = shape_of(parsed[i])
+        # Number the batch's shapes in C: most batches are thousands of rows and a handful of shapes.
+        encoded = pa.array(keys, pa.binary(SHAPE_BYTES)).dictionary_encode()
+        gids = encoded.indices
+        counts = gids.value_counts()
+        n_shapes = len(encoded.dictionary)
+        self.shape_rows = [0] * n_shapes
+        for item in counts:
+            self.shape_rows[item["values"].as_py()] = item["counts"].as_py()
+        gid_list = gids.to_pylist()
+        self.shape_first = [0] * n_shapes
+        seen = set()
+        for i, g in enumerate(gid_list):  # first row of each shape (stops early in practice: few shapes)
+            if g not in seen:
+                seen.add(g)
+                self.shape_first[g] = i
+                if len(seen) == n_shapes:
+                    break
+        self.shapes = [
+            self.cache.get(key.as_py(), parsed.get(self.shape_first[g]), bodies[self.shape_first[g]])
+            for g, key in enumerate(encoded.dictionary)
+        ]
+        self.gids = gid_list
+        self.staging = pa.table({
+            "seq": pa.array(seqs, pa.int64()),
+            "g": gids.cast(pa.int32()),
+            # The log stores UTF-8 JSON bytes; the cast validates and reinterprets them as text.
+            "body": pa.array(bodies, pa.binary()).cast(pa.string()),
+        })
+        self.staging_name = f"staging_{self.tag}"
+        self.relations[self.staging_name] = self.staging
+        self.stage.register(self.staging_name, self.staging)
+        feeds: dict[tuple[str, str | None], list[int]] = {}
+        for g, shape in enumerate(self.shapes):
+            feeds.setdefault((shape.feed.mtype, shape.feed.event_table), []).append(g)
+        self.feeds: list[_FeedPlan] = []
+        for gs in feeds.values():
+            by_rows = sorted(gs, key=lambda g: (-self.shape_rows[g], self.shape_first[g]))
+            narrow = [g for g in by_rows if self.shapes[g].width <= self.limits.fast_max_leaves]
+            fast = sorted(narrow[: self.limits.fast_max_shapes])
+            slow = sorted(set(gs) - set(fast))
+            first = min(self.entries[self.shape_first[g]].seq for g in gs)
+            self.feeds.append(_FeedPlan(self.shapes[gs[0]].feed, sorted(gs), fast, slow, first))
+        self.feeds.sort(key=lambda f: f.first_seq)
+
+    def _admit_tables(self) -> None:
+        """Event tables beyond the schema's cap are not created (their properties go to discards)."""
+        have = sum(1 for t in self.known if t not in STANDARD_TABLES)
+        self.refused_tables: set[str] = set()
+        for fp in self.feeds:  # in order of first message
+            table = fp.feed.event_table
+            if table is None or table in self.known:
+                continue
+            if have >= self.limits.max_event_tables:
+                self.refused_tables.add(table)
+            else:
+                have += 1
+
+    def _tables(self, fp: _FeedPlan) -> list[tuple[str, TableKind]]:
+        return [(t, k) for t, k in fp.feed.tables if t not in self.refused_tables]
+
+    # -- 2. extraction -------------------------------------------------------------------------------
+
+    def _slots(self, fp: _FeedPlan) -> None:
+        """Name a slot for every standard pointer and every (table, column) of the feed's shapes."""
+        n = 0
+        for _, kind in fp.feed.tables:
+            for std in kind.standard:
+                if std.pointer and std.pointer not in fp.std_slots:
+                    fp.std_slots[std.pointer] = f"s{len(fp.std_slots)}"
+        for table, _ in self._tables(fp):
+            for g in fp.gids:
+                for col in self.shapes[g].layouts[table].columns:
+                    if (table, col) not in fp.col_slots:
+                        fp.col_slots[(table, col)] = f"c{n}"
+                        n += 1
+
+    def _lists(self, fp: _FeedPlan) -> tuple[dict[int, list[str]], dict[int, dict[str, int]]]:
+        """Per fast shape: the pointers its rows extract (standard ones first, at the same places in
+        every list) and each pointer's 1-based place in its list."""
+        std = list(fp.std_slots)
+        lists: dict[int, list[str]] = {}
+        for g in fp.fast:
+            leaves = [leaf.pointer for leaf in self.shapes[g].leaves]
+            lists[g] = std + [p for p in leaves if p not in fp.std_slots]
+        return lists, {g: {p: i + 1 for i, p in enumerate(ptrs)} for g, ptrs in lists.items()}
+
+    def _per_shape(self, fp: _FeedPlan, exprs: dict[int, str]) -> str | None:
+        """One expression from per-shape ones: shapes with the same expression share a branch."""
+        if not exprs:
+            return None
+        by_expr: dict[str, list[int]] = {}
+        for g, e in exprs.items():
+            by_expr.setdefault(e, []).append(g)
+        if len(by_expr) == 1 and len(exprs) == len(fp.fast):
+            return next(iter(by_expr))
+        branches = " ".join(f"WHEN g IN ({', '.join(map(str, gs))}) THEN {e}" for e, gs in by_expr.items())
+        return f"CASE {branches} END"
+
+    def _extract_sql(self, fp: _FeedPlan, function: str) -> str:
+        lists, _ = self._lists(fp)
+        x = self._per_shape(fp, {g: f"{function}(body, [" + ", ".join(map(sql_string, ptrs)) + "])"
+                                 for g, ptrs in lists.items()})
+        return f"SELECT seq, g, {x} AS x FROM {self.staging_name} WHERE g IN ({', '.join(map(str, fp.fast))})"
+
+    def _fast_extract(self, fp: _FeedPlan) -> pa.Table | None:
+        if not fp.fast:
+            return None
+        _, index = self._lists(fp)
+        per_shape = lambda exprs: self._per_shape(fp, exprs)  # noqa: E731
+        cols = ["seq"] + [f"x[{i + 1}] AS {slot}" for i, slot in enumerate(fp.std_slots.values())]
+
+        def coalesce(g: int, pointers: Sequence[str]) -> str:
+            items = [f"x[{index[g][p]}]" for p in pointers]
+            return items[0] if len(items) == 1 else f"COALESCE({', '.join(items)})"
+
+        for (table, col), slot in fp.col_slots.items():
+            exprs = {}
+            for g in fp.fast:
+                pointers = self.shapes[g].layouts[table].columns.get(col)
+                if pointers:
+                    exprs[g] = coalesce(g, pointers)
+            e = per_shape(exprs)
+            if e is not None:
+                cols.append(f"{e} AS {slot}")
+        # Values that are discarded whatever their type: unnamed leaves, standard-column collisions,
+        # collision losers, and every property of an event table the schema has no room for.
+        discards: dict[tuple[str, str, str], dict[int, str]] = {}
+        for g in fp.fast:
+            shape = self.shapes[g]
+            for table, _ in fp.feed.tables:
+                lay = shape.layouts[table]
+                if table in self.refused_tables:
+                    reason = self._table_cap_reason(table)
+                    for leaf, label in lay.leaves:
+                        if leaf.payload:
+                            discards.setdefault((table, label, reason), {})[g] = f"x[{index[g][leaf.pointer]}]"
+                    continue
+                for rule in lay.rules:
+                    v = f"x[{index[g][rule.pointer]}]"
+                    if rule.same_as:
+                        v = f"CASE WHEN {v} IS DISTINCT FROM x[{index[g][rule.same_as]}] THEN {v} END"
+                    discards.setdefault((table, rule.label, rule.reason), {})[g] = v
+                for col, pointer, earlier in lay.losers():
+                    v = f"CASE WHEN {coalesce(g, earlier)} IS NOT NULL THEN x[{index[g][pointer]}] END"
+                    discards.setdefault((table, col, loser_reason(pointer, col)), {})[g] = v
+        for key, exprs in discards.items():
+            slot = f"d{len(fp.discard_slots)}"
+            fp.discard_slots[slot] = key
+            cols.append(f"{per_shape(exprs)} AS {slot}")
+        sql = f"SELECT {', '.join(cols)} FROM ({self._extract_sql(fp, 'json_extract_string')})"
+        return self.stage.sql(sql).to_arrow_table()
+
+    def _position(self, g: int, table: str, col: str) -> int:
+        return list(self.shapes[g].layouts[table].columns).index(col)
+
+    def _fast_firsts(self, fp: _FeedPlan, fast: pa.Table | None, new: dict[str, set[str]]) -> None:
+        """First value (by seq) of each new column among the fast shapes' rows. The extraction says which
+        row holds it; that one row is read again in Python, as the general path reads every row, so the
+        first value's JSON type comes out the same whichever path found it."""
+        if fast is None:
+            return
+        seqs = fast.column("seq")
+        user = fast.column(fp.std_slots["/userId"]) if "/userId" in fp.std_slots else None
+        rows: dict[int, tuple[dict[str, Any], int, dict[str, Any]]] = {}
+        for (table, col), slot in fp.col_slots.items():
+            if col not in new.get(table, ()) or slot not in fast.column_names:
+                continue
+            valid = pc.is_valid(fast.column(slot))
+            if table == "users" and user is not None:
+                valid = pc.and_(valid, pc.is_valid(user))
+            first = pc.min(pc.filter(seqs, valid)).as_py()
+            if first is None:
+                continue
+            known = self.firsts.get((table, col))
+            if known is not None and known.seq <= first:
+                continue
+            if first not in rows:
+                i = self.index_of_seq[first]
+                msg = orjson.loads(self.entries[i].body)
+                rows[first] = (msg, self.gids[i], leaf_values(msg, self.shapes[self.gids[i]]))
+            msg, g, values = rows[first]
+            value = table_values(msg, values, self.shapes[g].layouts[table]).winners[col]
+            self.firsts[(table, col)] = _Candidate(first, self._position(g, table, col),
+                                                   json_text=orjson.dumps(value).decode())
+
+    def _slow_pass(self, fp: _FeedPlan, new: dict[str, set[str]]) -> list[_SlowRow]:
+        """Parse and flatten the rare and wide shapes' rows; note the first value of every new column."""
+        out = []
+        if not fp.slow:
+            return out
+        slow = set(fp.slow)
+        for entry, g in zip(self.entries, self.gids, strict=True):
+            if g not in slow:
+                continue
+            msg = orjson.loads(entry.body)
+            shape = self.shapes[g]
+            values = leaf_values(msg, shape)
+            per_table = {}
+            for table, _ in fp.feed.tables:
+                tv = table_values(msg, values, shape.layouts[table])
+                per_table[table] = tv
+                if table in self.refused_tables or (table == "users" and msg.get("userId") is None):
+                    continue
+                for col, value in tv.winners.items():
+                    if col not in new.get(table, ()):
+                        continue
+                    first = self.firsts.get((table, col))
+                    if first is None or first.seq > entry.seq:
+                        pos = self._position(g, table, col)
+                        self.firsts[(table, col)] = _Candidate(entry.seq, pos, json_text=orjson.dumps(value).decode())
+            out.append((entry, msg, g, values, per_table))
+        return out
+
+    def _slow_relation(self, fp: _FeedPlan, rows: list[_SlowRow], name: str) -> tuple[pa.Table | None, pa.Table | None]:
+        """The slow rows' slots (text, through json_extract_string like the fast path's) and their discards."""
+        if not rows:
+            return None, None
+        slots: dict[str, list[Any]] = {"seq": []}
+        keep = {key: slot for key, slot in fp.col_slots.items() if key[1] in self.columns_of[key[0]]}
+        for slot in (*fp.std_slots.values(), *keep.values()):
+            slots[slot] = []
+        disc: dict[str, list[Any]] = {k: [] for k in ("seq", "table_name", "column_name", "value", "reason", "same")}
+
+        def discard(seq: int, table: str, label: str, value: Any, reason: str, same: Any = None) -> None:
+            for k, v in (("seq", seq), ("table_name", table), ("column_name", label),
+                         ("value", orjson.dumps(value).decode()), ("reason", reason),
+                         ("same", None if same is None else orjson.dumps(same).decode())):
+                disc[k].append(v)
+
+        for entry, msg, g, values, per_table in rows:
+            slots["seq"].append(entry.seq)
+            for pointer, slot in fp.std_slots.items():
+                v = msg.get(pointer[1:])
+                slots[slot].append(None if v is None else orjson.dumps(v).decode())
+            for table, tv in per_table.items():
+                if table in self.refused_tables:
+                    for leaf, label in self.shapes[g].layouts[table].leaves:
+                        value = values[leaf.pointer]
+                        if leaf.payload and value is not None:
+                            discard(entry.seq, table, label, value, self._table_cap_reason(table))
+                    continue
+                if table == "users":
+                    continue  # what users cannot store is recorded once, against identifies
+                for label, _, value, reason, same in tv.discards:
+                    discard(entry.seq, table, label, value, reason, same)
+                for col, value in tv.winners.items():
+                    if col not in self.columns_of[table]:
+                        discard(entry.seq, table, col, value, self._column_cap_reason(table))
+            for (table, col), slot in keep.items():
+                tv = per_table[table]
+                v = tv.winners.get(col)
+                slots[slot].append(None if v is None else orjson.dumps(v).decode())
+        raw = pa.table({k: pa.array(v, pa.int64() if k == "seq" else pa.string()) for k, v in slots.items()})
+        self.stage.register(f"{name}_json", raw)
+        conv = ", ".join(f"json_extract_string({s}, '$') AS {s}" for s in slots if s != "seq")
+        try:
+            table = self.stage.sql(f"SELECT seq, {conv} FROM {name}_json").to_arrow_table()
+        finally:
+            self.stage.unregister(f"{name}_json")
+        long = None
+        if disc["seq"]:
+            long = pa.table({k: pa.array(v, pa.int64() if k == "seq" else pa.string()) for k, v in disc.items()})
+        return table, long
+
+    # -- 3. columns: types and caps ------------------------------------------------------------------
+
+    def _column_cap_reason(self, table: str) -> str:
+        return f"{table} has reached the column limit of {self.limits.max_columns}"
+
+    def _table_cap_reason(self, table: str) -> str:
+        limit = self.limits.max_event_tables
+        return f"the schema has reached the limit of {limit} event tables, so {table} was not created"
+
+    def _settle(self) -> None:
+        """Existing columns keep their types; new ones take their first value's, first filled first, up to
+        the table's cap."""
+        by_table: dict[str, list[tuple[int, int, str, _Candidate]]] = {}
+        for (table, col), cand in self.firsts.items():
+            by_table.setdefault(table, []).append((cand.seq, cand.pos, col, cand))
+        # JSON types of the Python path's first values, the way DuckDB sees them.
+        pending = [c for cands in by_table.values() for *_, c in cands]
+        if pending:
+            rel = pa.table({"v": pa.array([c.json_text for c in pending], pa.string())})
+            self.stage.register(f"firsts_{self.tag}", rel)
+            try:
+                typed = self.stage.execute(
+                    f"SELECT json_type(v::JSON), json_extract_string(v, '$') FROM firsts_{self.tag}"
+                ).fetchall()
+            finally:
+                self.stage.unregister(f"firsts_{self.tag}")
+            for c, (t, text) in zip(pending, typed, strict=True):
+                c.json_type, c.text = t, text
+        self.new_tables: dict[str, tuple[TableKind, list[tuple[str, ColType]]]] = {}
+        self.new_columns: dict[str, list[tuple[str, ColType]]] = {}
+        self.columns_of: dict[str, dict[str, ColType]] = {}
+        for fp in self.feeds:
+            for table, kind in self._tables(fp):
+                if table in self.columns_of:
+                    continue
+                existing = self.known.get(table)
+                cols: dict[str, ColType] = {}
+                if existing is None:
+                    cols.update({s.name: s.type for s in kind.standard})
+                    used = len(cols) + len(LOAD_TIME)
+                else:
+                    cols.update(existing)
+                    used = len(existing) + sum(1 for n, _ in LOAD_TIME if n not in existing)
+                added = [(n, t) for n, t in LOAD_TIME if existing is not None and n not in existing]
+                room = self.limits.max_columns - used
+                for _, _, col, cand in sorted(by_table.get(table, []), key=lambda c: c[:3]):
+                    if room <= 0:
+                        break
+                    assert cand.json_type is not None
+                    cols[col] = infer(cand.json_type, cand.text)
+                    added.append((col, cols[col]))
+                    room -= 1
+                self.columns_of[table] = cols
+                if existing is None:
+                    self.new_tables[table] = (kind, [(n, t) for n, t in cols.items()])
+                elif added:
+                    self.new_columns[table] = added
+
+    # -- 4. SQL --------------------------------------------------------------------------------------
+
+    def _writes(self, fp: _FeedPlan, rel: str, has: set[str]) -> tuple[list[TableWrite], list[str]]:
+        writes, discards = [], []
+        rid = fp.std_slots["/messageId"]
+        received = standard_cast_sql(fp.std_slots["/receivedAt"], ColType.TIMESTAMP)
+        for table, kind in self._tables(fp):
+            known = self.columns_of[table]
+            names, exprs = [], []
+            for std in kind.standard:
+                names.append(std.name)
+                if std.pointer is None:  # tracks.event: the event's table name
+                    assert fp.feed.event_table is not None
+                    exprs.append(sql_string(fp.feed.event_table))
+                else:
+                    exprs.append(standard_cast_sql(fp.std_slots[std.pointer], std.type))
+            checks = []  # (value expression, column label, reason) for discards of this table
+            for (t, col), slot in fp.col_slots.items():
+                if t != table or slot not in has:
+                    continue
+                if col in known:
+                    names.append(col)
+                    typ = known[col]
+                    exprs.append(cast_sql(slot, typ))
+                    if typ is not ColType.VARCHAR:
+                        bad = f"CASE WHEN {slot} IS NOT NULL AND ({cast_sql(slot, typ)}) IS NULL THEN {slot} END"
+                        checks.append((bad, col, f"cannot be stored in the {typ} column {col}"))
+                else:
+                    checks.append((slot, col, self._column_cap_reason(table)))
+            if kind.upsert:
+                user = fp.std_slots["/userId"]
+                inner = ", ".join(["seq", *(f"{e} AS v{i}" for i, e in enumerate(exprs))])
+                aggs = ["v0"] + [f"arg_max(v{i}, seq) FILTER (WHERE v{i} IS NOT NULL)" for i in range(1, len(exprs))]
+                select = (f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {rel} WHERE {user} IS NOT NULL)"
+                          " GROUP BY v0")
+                writes.append(TableWrite(table, kind, names, select))
+                continue  # what users cannot store is recorded once, against identifies
+            writes.append(TableWrite(table, kind, names, f"SELECT {', '.join(exprs)} FROM {rel}"))
+            checks += [(slot, label, reason) for slot, (t, label, reason) in fp.discard_slots.items()
+                       if t == table and slot in has]
+            if checks:
+                items = ", ".join(
+                    f"{{'c': {sql_string(label)}, 'v': {v}, 'r': {sql_string(reason)}}}" for v, label, reason in checks
+                )
+                any_bad = " OR ".join(f"({v}) IS NOT NULL" for v, _, _ in checks)
+                discards.append(
+                    f"SELECT {sql_string(table)}, d.c, row_id, d.v, d.r, received_at FROM"
+                    f" (SELECT {rid} AS row_id, {received} AS received_at, unnest([{items}]) AS d"
+                    f" FROM {rel} WHERE {any_bad}) WHERE d.v IS NOT NULL"
+                )
+        # Tables refused by the cap write nothing; their properties are discard slots like the others.
+        for table in {t for t, _ in fp.feed.tables} & self.refused_tables:
+            checks = [(slot, label, reason) for slot, (t, label, reason) in fp.discard_slots.items()
+                      if t == table and slot in has]
+            if checks:
+                items = ", ".join(
+                    f"{{'c': {sql_string(label)}, 'v': {v}, 'r': {sql_string(reason)}}}" for v, label, reason in checks
+                )
+                discards.append(
+                    f"SELECT {sql_string(table)}, d.c, row_id, d.v, d.r, received_at FROM"
+                    f" (SELECT {rid} AS row_id, {received} AS received_at, unnest([{items}]) AS d FROM {rel})"
+                    " WHERE d.v IS NOT NULL"
+                )
+        return writes, discards
+
+    def run(self) -> BatchPlan:
+        self._group()
+        self.index_of_seq = {e.seq: i for i, e in enumerate(self.entries)}
+        self._admit_tables()
+        new: dict[str, set[str]] = {}
+        for fp in self.feeds:
+            self._slots(fp)
+            for table, col in fp.col_slots:
+                if col not in self.known.get(table, {}):
+                    new.setdefault(table, set()).add(col)
+        self.firsts: dict[tuple[str, str], _Candidate] = {}
+        fast_tables: list[pa.Table | None] = []
+        slow_rows = []
+        try:
+            for fp in self.feeds:
+                fast = self._fast_extract(fp)
+                fast_tables.append(fast)
+                slow_rows.append(self._slow_pass(fp, new))
+                self._fast_firsts(fp, fast, new)
+            self._settle()
+            writes: list[TableWrite] = []
+            discards: list[str] = []
+            for n, fp in enumerate(self.feeds):
+                rel = f"rows_{self.tag}_{n}"
+                slow, long = self._slow_relation(fp, slow_rows[n], rel)
+                parts = [t for t in (fast_tables[n], slow) if t is not None]
+                rows = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+                self.relations[rel] = rows
+                w, d = self._writes(fp, rel, set(rows.column_names))
+                writes += w
+                discards += d
+                if long is not None:
+                    lrel = f"discards_{self.tag}_{n}"
+                    self.relations[lrel] = long
+                    rid, rcv = fp.std_slots["/messageId"], fp.std_slots["/receivedAt"]
+                    discards.append(
+                        f"SELECT d.table_name, d.column_name, r.{rid}, json_extract_string(d.value, '$'), d.reason,"
+                        f" {standard_cast_sql('r.' + rcv, ColType.TIMESTAMP)}"
+                        f" FROM {lrel} AS d JOIN {rel} AS r USING (seq) WHERE d.same IS NULL"
+                        " OR json_extract_string(d.value, '$') IS DISTINCT FROM json_extract_string(d.same, '$')"
+                    )
+        finally:
+            self.stage.unregister(self.staging_name)
+        del self.relations[self.staging_name]
+        tables = []
+        for w in writes:
+            if w.table not in tables:
+                tables.append(w.table)
+        return BatchPlan(self.relations, self.new_tables, self.new_columns, writes, discards, tables)

@@ -19,10 +19,20 @@ class ColType(StrEnum):
     VARCHAR = "varchar"
 
 
-# Strings that look like an ISO-8601 date-time make a timestamp column (as in Segment's warehouses).
-_TIMESTAMP_RE = re.compile(
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)?"
-)
+# Values a typed column takes, as text (what the loader extracts from the JSON). Explicit grammars,
+# not whatever a cast happens to accept: every engine and the tests' reference mapping agree on them.
+# A decimal number: 7, -7.0, .5, 1e3 (no spaces, hex, underscores, inf or nan).
+DECIMAL_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+_DATE = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
+_OFFSET = r"(Z|z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)"
+# An ISO-8601 date, optionally with a time and an offset: what a timestamp column takes.
+TIMESTAMP_VALUE_RE = f"{_DATE}([T ]{_TIME}{_OFFSET}?)?"
+# A date and a time (optional offset): a first value like this makes a timestamp column.
+TIMESTAMP_FIRST_RE = f"{_DATE}[T ]{_TIME}{_OFFSET}?"
+BOOLEAN_TRUE = ("true", "t", "yes", "y", "1")
+BOOLEAN_FALSE = ("false", "f", "no", "n", "0")
+_TIMESTAMP_FIRST = re.compile(TIMESTAMP_FIRST_RE)
 _INT64_MAX = 2**63 - 1
 
 
@@ -35,26 +45,41 @@ def infer(json_type: str, text: str | None) -> ColType:
         return ColType.FLOAT
     if json_type == "BOOLEAN":
         return ColType.BOOLEAN
-    if json_type == "VARCHAR" and text is not None and _TIMESTAMP_RE.fullmatch(text):
+    if json_type == "VARCHAR" and text is not None and _TIMESTAMP_FIRST.fullmatch(text):
         return ColType.TIMESTAMP
     return ColType.VARCHAR  # strings, arrays (as their JSON text), anything else
 
 
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
 def cast_sql(value: str, type_: ColType) -> str:
-    """DuckDB expression turning text `value` into `type_`, NULL where it cannot."""
+    """DuckDB expression turning text `value` into `type_`, NULL where it does not fit the grammar."""
     if type_ is ColType.VARCHAR:
         return value
     if type_ is ColType.INTEGER:
         # TRY_CAST('1.5' AS BIGINT) rounds; an integer column only takes integral values.
         return (
-            f"CASE WHEN TRY_CAST({value} AS DOUBLE) = TRY_CAST({value} AS BIGINT)"
-            f" THEN TRY_CAST({value} AS BIGINT) END"
+            f"CASE WHEN regexp_full_match({value}, '{DECIMAL_RE}')"
+            f" AND TRY_CAST({value} AS DOUBLE) = TRY_CAST({value} AS BIGINT) THEN TRY_CAST({value} AS BIGINT) END"
         )
     if type_ is ColType.FLOAT:
-        return f"TRY_CAST({value} AS DOUBLE)"
+        return (
+            f"CASE WHEN regexp_full_match({value}, '{DECIMAL_RE}') AND isfinite(TRY_CAST({value} AS DOUBLE))"
+            f" THEN TRY_CAST({value} AS DOUBLE) END"
+        )
     if type_ is ColType.BOOLEAN:
-        return f"TRY_CAST({value} AS BOOLEAN)"
-    return f"TRY_CAST({value} AS TIMESTAMPTZ)"
+        return (
+            f"CASE WHEN lower({value}) IN ({_sql_list(BOOLEAN_TRUE)}) THEN true"
+            f" WHEN lower({value}) IN ({_sql_list(BOOLEAN_FALSE)}) THEN false END"
+        )
+    return f"CASE WHEN regexp_full_match({value}, '{TIMESTAMP_VALUE_RE}') THEN TRY_CAST({value} AS TIMESTAMPTZ) END"
+
+
+def standard_cast_sql(value: str, type_: ColType) -> str:
+    """Standard columns hold what ingest wrote (canonical timestamps): a plain cast is enough."""
+    return f"TRY_CAST({value} AS TIMESTAMPTZ)" if type_ is ColType.TIMESTAMP else value
 
 
 DUCKDB_TYPES = {
