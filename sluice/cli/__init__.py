@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.cli import deliveries, demo, destinations, query, serve, sources  # noqa: F401 - registers commands
+from sluice.cli import deliveries, demo, destinations, query, recover, serve, sources  # noqa: F401 - registers commands
 from sluice.cli.base import main
 
 __all__ = ["main"]

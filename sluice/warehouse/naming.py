@@ -159,18 +159,32 @@ SCHEMA_NAME_RE = re.compile(r"[a-z0-9_]{1,63}")  # use with fullmatch: "$" would
 _SCHEMA_RULE = f"use 1 to {SCHEMA_NAME_MAX} lowercase letters, digits and underscores (e.g. drip)"
 
 
+# Schema names an engine treats specially: DuckDB's catalogs (`temp`, `system`, `memory`, and
+# `warehouse`, the embedded file's own name: `warehouse.tracks` would be ambiguous) and default schema,
+# PostgreSQL's system and default schemas, and sluice's own.
+SPECIAL_SCHEMAS = frozenset({"temp", "system", "memory", "main", "warehouse", "information_schema", "public",
+                             "_sluice"})
+
+
 def schema_name(name: str) -> str:
     """Validate a user-chosen schema name and return the name to create.
 
-    Unlike event and property names this is never rewritten beyond Segment's "_"
-    prefix: silently mangling what the user typed would put data where they won't look.
+    Unlike event and property names this is never rewritten beyond Segment's "_" prefix for a
+    leading digit: silently mangling what the user typed would put data where they won't look, so
+    a name an engine would misread is refused with the reason instead.
     """
     if not SCHEMA_NAME_RE.fullmatch(name):
         raise ValueError(f"schema name {name!r} is not allowed: {_SCHEMA_RULE}")
-    if name.startswith("pg_") or name == "information_schema":
-        # PostgreSQL refuses pg_* schemas and information_schema is the catalog's own.
-        raise ValueError(f"schema name {name!r} is not allowed: it is reserved for system schemas")
-    if _needs_prefix(name):
+    if name.startswith("pg_") or name in SPECIAL_SCHEMAS:
+        raise ValueError(
+            f"schema name {name!r} is not allowed: the warehouse uses it for itself;"
+            f" choose another (e.g. {name}_events)"
+        )
+    if name in RESERVED_WORDS:
+        raise ValueError(
+            f"schema name {name!r} is not allowed: it is a reserved word in SQL; choose another (e.g. {name}_events)"
+        )
+    if "0" <= name[0] <= "9":
         name = "_" + name
         if len(name) > SCHEMA_NAME_MAX:
             # The prefix would push it past the limit and the engine would truncate it.
