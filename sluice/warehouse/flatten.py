@@ -22,6 +22,7 @@ class TableValues:
     """One message's contribution to one table: winning value per column, and what is discarded."""
 
     winners: dict[str, Any] = field(default_factory=dict)  # column -> value (never None)
+    sources: dict[str, str] = field(default_factory=dict)  # column -> the pointer of the winning leaf
     # (column label, pointer, value, reason, value of the standard column it repeats, if any)
     discards: list[tuple[str, str, Any, str, Any]] = field(default_factory=list)
 
@@ -54,6 +55,7 @@ def table_values(msg: dict[str, Any], values: dict[str, Any], lay: Layout) -> Ta
             if winner is None:
                 winner = pointer
                 out.winners[col] = value
+                out.sources[col] = pointer
             else:
                 out.discards.append((col, pointer, value, loser_reason(pointer, col), None))
     for rule in lay.rules:

@@ -273,6 +273,6 @@ class Warehouse(ABC):
         counts: dict[str, int] = {}
         for write in plan.writes:
             counts[write.table] = counts.get(write.table, 0) + session.write(schema, write, dedupe, received)
-        for select in plan.discards:
-            session.write_discards(schema, select, dedupe)
+        if plan.discards:  # one statement: sent-again discards are checked against what was there before
+            session.write_discards(schema, " UNION ALL ".join(f"SELECT * FROM ({d})" for d in plan.discards), dedupe)
         return counts, extra

@@ -117,7 +117,7 @@ class _Candidate:
     """A column a table does not have yet, with the first value (by seq) that would fill it."""
 
     seq: int
-    pos: int  # the column's place among its table's columns in that message (ties of seq go by it)
+    pos: int  # where its value is in that message (columns first filled by one message keep its order)
     json_text: str  # the value as JSON
     json_type: str | None = None  # DuckDB's json_type() of it, and its text, once settled
     text: str | None = None
@@ -302,7 +302,8 @@ class _BatchPlanner:
                 cols.append(f"{e} AS {slot}")
         # Values that are discarded whatever their type: unnamed leaves, standard-column collisions,
         # collision losers, and every property of an event table the schema has no room for.
-        discards: dict[tuple[str, str, str], dict[int, str]] = {}
+        # Keyed by (table, pointer, label, reason): two leaves can share a label (`receivedAt`, `received_at`).
+        discards: dict[tuple[str, str, str, str], dict[int, str]] = {}
         for g in fp.fast:
             shape = self.shapes[g]
             for table, _ in fp.feed.tables:
@@ -311,25 +312,28 @@ class _BatchPlanner:
                     reason = self._table_cap_reason(table)
                     for leaf, label in lay.leaves:
                         if leaf.payload:
-                            discards.setdefault((table, label, reason), {})[g] = f"x[{index[g][leaf.pointer]}]"
+                            discards.setdefault((table, leaf.pointer, label, reason), {})[g] = (
+                                f"x[{index[g][leaf.pointer]}]"
+                            )
                     continue
                 for rule in lay.rules:
                     v = f"x[{index[g][rule.pointer]}]"
                     if rule.same_as:
                         v = f"CASE WHEN {v} IS DISTINCT FROM x[{index[g][rule.same_as]}] THEN {v} END"
-                    discards.setdefault((table, rule.label, rule.reason), {})[g] = v
+                    discards.setdefault((table, rule.pointer, rule.label, rule.reason), {})[g] = v
                 for col, pointer, earlier in lay.losers():
                     v = f"CASE WHEN {coalesce(g, earlier)} IS NOT NULL THEN x[{index[g][pointer]}] END"
-                    discards.setdefault((table, col, loser_reason(pointer, col)), {})[g] = v
+                    discards.setdefault((table, pointer, col, loser_reason(pointer, col)), {})[g] = v
         for key, exprs in discards.items():
             slot = f"d{len(fp.discard_slots)}"
-            fp.discard_slots[slot] = key
+            fp.discard_slots[slot] = (key[0], key[2], key[3])  # one slot per leaf: labels can repeat
             cols.append(f"{per_shape(exprs)} AS {slot}")
         sql = f"SELECT {', '.join(cols)} FROM ({self._extract_sql(fp, 'json_extract_string')})"
         return self.stage.sql(sql).to_arrow_table()
 
-    def _position(self, g: int, table: str, col: str) -> int:
-        return list(self.shapes[g].layouts[table].columns).index(col)
+    def _position(self, g: int, pointer: str) -> int:
+        """Where a leaf is in its message: new columns first filled by one message are added in this order."""
+        return next(i for i, leaf in enumerate(self.shapes[g].leaves) if leaf.pointer == pointer)
 
     def _fast_firsts(self, fp: _FeedPlan, fast: pa.Table | None, new: dict[str, set[str]]) -> None:
         """First value (by seq) of each new column among the fast shapes' rows. The extraction says which
@@ -357,9 +361,9 @@ class _BatchPlanner:
                 msg = orjson.loads(self.entries[i].body)
                 rows[first] = (msg, self.gids[i], leaf_values(msg, self.shapes[self.gids[i]]))
             msg, g, values = rows[first]
-            value = table_values(msg, values, self.shapes[g].layouts[table]).winners[col]
-            self.firsts[(table, col)] = _Candidate(first, self._position(g, table, col),
-                                                   json_text=orjson.dumps(value).decode())
+            tv = table_values(msg, values, self.shapes[g].layouts[table])
+            self.firsts[(table, col)] = _Candidate(first, self._position(g, tv.sources[col]),
+                                                   json_text=orjson.dumps(tv.winners[col]).decode())
 
     def _slow_pass(self, fp: _FeedPlan, new: dict[str, set[str]]) -> list[_SlowRow]:
         """Parse and flatten the rare and wide shapes' rows; note the first value of every new column."""
@@ -384,7 +388,7 @@ class _BatchPlanner:
                         continue
                     first = self.firsts.get((table, col))
                     if first is None or first.seq > entry.seq:
-                        pos = self._position(g, table, col)
+                        pos = self._position(g, tv.sources[col])
                         self.firsts[(table, col)] = _Candidate(entry.seq, pos, json_text=orjson.dumps(value).decode())
             out.append((entry, msg, g, values, per_table))
         return out
@@ -394,7 +398,7 @@ class _BatchPlanner:
         if not rows:
             return None, None
         slots: dict[str, list[Any]] = {"seq": []}
-        keep = {key: slot for key, slot in fp.col_slots.items() if key[1] in self.columns_of[key[0]]}
+        keep = {key: slot for key, slot in fp.col_slots.items() if key[1] in self.columns_of.get(key[0], {})}
         for slot in (*fp.std_slots.values(), *keep.values()):
             slots[slot] = []
         disc: dict[str, list[Any]] = {k: [] for k in ("seq", "table_name", "column_name", "value", "reason", "same")}
@@ -417,7 +421,7 @@ class _BatchPlanner:
                         if leaf.payload and value is not None:
                             discard(entry.seq, table, label, value, self._table_cap_reason(table))
                     continue
-                if table == "users":
+                if table == "users" or table not in self.columns_of:
                     continue  # what users cannot store is recorded once, against identifies
                 for label, _, value, reason, same in tv.discards:
                     discard(entry.seq, table, label, value, reason, same)
@@ -473,7 +477,7 @@ class _BatchPlanner:
         self.columns_of: dict[str, dict[str, ColType]] = {}
         for fp in self.feeds:
             for table, kind in self._tables(fp):
-                if table in self.columns_of:
+                if table in self.columns_of or (table == "users" and not self.has_users):
                     continue
                 existing = self.known.get(table)
                 cols: dict[str, ColType] = {}
@@ -505,6 +509,8 @@ class _BatchPlanner:
         rid = fp.std_slots["/messageId"]
         received = standard_cast_sql(fp.std_slots["/receivedAt"], ColType.TIMESTAMP)
         for table, kind in self._tables(fp):
+            if table not in self.columns_of:
+                continue  # users, when no identify of the batch has a userId
             known = self.columns_of[table]
             names, exprs = [], []
             for std in kind.standard:
@@ -582,6 +588,13 @@ class _BatchPlanner:
                 fast_tables.append(fast)
                 slow_rows.append(self._slow_pass(fp, new))
                 self._fast_firsts(fp, fast, new)
+            self.has_users = any(
+                fp.feed.mtype == "identify" and (
+                    (fast is not None and pc.any(pc.is_valid(fast.column(fp.std_slots["/userId"]))).as_py())
+                    or any(msg.get("userId") is not None for _, msg, *_ in slow)
+                )
+                for fp, fast, slow in zip(self.feeds, fast_tables, slow_rows, strict=True)
+            )
             self._settle()
             writes: list[TableWrite] = []
             discards: list[str] = []
