@@ -191,7 +191,8 @@ def _server(workdir: Path, name: str) -> tuple[SluiceServer, dict[str, Any]]:
 
 
 def _base_spec(server: SluiceServer, source: dict[str, Any]) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": server.port, "write_key": source["write_key"], "server_pid": server.pid}
+    return {"host": "127.0.0.1", "port": server.port, "admin_port": server.admin_port, "write_key": source["write_key"],
+            "server_pid": server.pid}
 
 
 def phase_batch(cfg: Config, workdir: Path, prof: Profiler) -> dict[str, Any]:

@@ -7,7 +7,6 @@ server owns the file while it runs and answers `sluice query` through its admin 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import duckdb
 from sluice.warehouse.loader import Warehouse
 from sluice.warehouse.naming import quote_ident
 from sluice.warehouse.plan import DISCARD_COLUMNS, DISCARDS, LOADED_AT, Dialect, TablePlan
+from sluice.warehouse.readonly import LOCKED_DOWN, QueryLimits, lock, run_read_only
 from sluice.warehouse.types import DUCKDB_TYPES, ColType, from_sql_type
 
 _META = "_sluice"
@@ -33,7 +33,8 @@ class DuckDBWarehouse(Warehouse):
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB"}))
+        # Locked down (readonly.py): admin SQL shares this instance, and must reach nothing outside it.
+        self._db = lock(utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB", **LOCKED_DOWN})))
         self._con = self._db.cursor()  # the loading connection
         self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {_META}")
         self._db.execute(
@@ -127,12 +128,9 @@ class DuckDBWarehouse(Warehouse):
         engine = duckdb.IOException | duckdb.OutOfMemoryException | duckdb.TransactionException
         return isinstance(error, engine | MemoryError | OSError)
 
-    def query(self, sql: str) -> dict[str, Any]:
-        cur = self._db.cursor()
-        try:
-            return _result(cur.execute(sql))
-        finally:
-            cur.close()
+    def query(self, sql: str, limits: QueryLimits) -> dict[str, Any]:
+        """Admin SQL: read-only, on a connection of its own (never the loader's), within `limits`."""
+        return run_read_only(self._db.cursor(), sql, limits)
 
     def close(self) -> None:
         with self._lock:
@@ -146,29 +144,6 @@ def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _result(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    if not cur.description:
-        return {"columns": [], "rows": []}
-    return {"columns": [d[0] for d in cur.description], "rows": [_portable(r) for r in cur.fetchall()]}
-
-
-_INT64 = range(-(2**63), 2**63)
-
-
-def _portable(row: tuple[Any, ...]) -> list[Any]:
-    """Values JSON can carry the same way whether the result crosses the admin API or not: integers
-    beyond 64 bits (HUGEINT sums) and NaN/infinities become their text."""
-    out = list(row)
-    for i, v in enumerate(out):
-        if (type(v) is int and v not in _INT64) or (type(v) is float and not math.isfinite(v)):
-            out[i] = str(v)
-    return out
-
-
-def query_file(path: Path, sql: str) -> dict[str, Any]:
-    """Run SQL on the warehouse file directly (no server running)."""
-    con = utc(duckdb.connect(str(path), read_only=True))
-    try:
-        return _result(con.execute(sql))
-    finally:
-        con.close()
+def query_file(path: Path, sql: str, limits: QueryLimits) -> dict[str, Any]:
+    """Admin SQL on the warehouse file directly (no server running), with the server's restrictions."""
+    return run_read_only(lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN))), sql, limits)
