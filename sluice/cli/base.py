@@ -82,14 +82,14 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def running_server(data_dir: Path) -> str | None:
-    """The admin API's URL of the server using this data dir, if one is running."""
+def running_server(data_dir: Path, which: str = "admin_url") -> str | None:
+    """A URL of the server using this data dir, if one is running: its admin API's, or ("url") ingest's."""
     from sluice.server import SERVER_FILE
 
     try:
         info = orjson.loads((data_dir / SERVER_FILE).read_bytes())
         os.kill(int(info["pid"]), 0)
-        return str(info["admin_url"])
+        return str(info[which])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

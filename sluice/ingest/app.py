@@ -156,6 +156,8 @@ async def batch_handler(services: Services, request: Request) -> Response:
             context=_object_or_none(payload, "context"),
             integrations=_object_or_none(payload, "integrations"),
         )
+    except Rejected as r:  # a batch context nested too deeply: every message would carry it
+        raise BadRequest(r.reason, r.code) from None
     except ValueError:  # a sentAt at the very edge of year 9999, rounded past it
         raise BadRequest("sentAt is outside the years 1 to 9999", "bad_timestamp") from None
     limits = _limits(settings)
@@ -182,7 +184,7 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     body = await read_body(request, services.settings.max_request_bytes)
     payload = decode_json(body)
     try:
-        mapping = map_webhook(payload)
+        mapping = map_webhook(payload, scope=str(source.id))
     except DripPayloadError as e:
         services.metrics.rejected.labels(source.schema, "bad_drip_webhook").inc()
         raise BadRequest(f"not a Drip webhook: {e.reason}", "bad_drip_webhook") from None
@@ -191,7 +193,10 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     arrival = Arrival.now()
     limits = _limits(services.settings)
     try:  # all of a webhook's messages or none: never half-store a request
-        records = [canonicalize(m, None, arrival, limits, source.id) for m in mapping.messages]
+        records = [
+            canonicalize(m, None, arrival, limits, source.id)._replace(also_seen_as=older)
+            for m, older in zip(mapping.messages, mapping.unscoped_ids, strict=True)
+        ]
     except Rejected as r:
         services.metrics.rejected.labels(source.schema, r.code).inc()
         raise BadRequest(f"webhook cannot be stored: {r.reason}", r.code) from None

@@ -18,7 +18,6 @@ from pathlib import Path
 from sluice.datadir import sqlite_error
 from sluice.log.base import Entry, Log, LogError, Record
 from sluice.log.writer import Writer
-from sluice.sqlite_file import rollback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -29,23 +28,10 @@ CREATE TABLE IF NOT EXISTS events (
   body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_source ON events (source_id, seq);
--- The dedup window, per source: one source's messageIds never silence another's.
-CREATE TABLE IF NOT EXISTS dedup (
-  source_id INTEGER NOT NULL,
-  message_id TEXT NOT NULL,
-  at INTEGER NOT NULL,
-  PRIMARY KEY (source_id, message_id)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 """
-# Before dedup was per source, `seen` held bare messageIds. Its window is rebuilt from the events
-# themselves (with their source), so a retry that spans the upgrade is still recognised.
-_MIGRATE_SEEN = """
-INSERT OR IGNORE INTO dedup (source_id, message_id, at)
-  SELECT source_id, json_extract(CAST(body AS TEXT), '$.messageId'), received_at FROM events
-  WHERE received_at >= ? AND json_extract(CAST(body AS TEXT), '$.messageId') IS NOT NULL;
-"""
-# SQLite allows 32,766 bound variables per statement; `dedup` rows take three.
-_DEDUP_CHUNK = 8000
+# SQLite allows 32,766 bound variables per statement; `seen` rows take two.
+_SEEN_CHUNK = 8000
 _PRUNE_SEEN_EVERY_S = 60.0
 
 
@@ -70,8 +56,6 @@ class SqliteLog(Log):
         try:
             self._wdb = _connect(path)
             self._wdb.executescript(_SCHEMA)
-            if not readonly:
-                self._migrate()
             self._head = int(self._wdb.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
         except sqlite3.DatabaseError as e:  # damaged, locked, unreadable: one clear line, not a traceback
             raise sqlite_error(path, e) from None
@@ -79,20 +63,6 @@ class SqliteLog(Log):
         if not readonly:
             self.writer = Writer(self._wdb, self._append, self._moved)
             self.writer.register("prune", self._prune)
-
-    def _migrate(self) -> None:
-        db = self._wdb
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone() is None:
-            return
-        window_start = int(time.time() * 1000) - self._dedup_window_ms
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(_MIGRATE_SEEN, (window_start,))
-            db.execute("DROP TABLE seen")
-            db.execute("COMMIT")
-        except BaseException:
-            rollback(db)
-            raise
 
     # -- writing (on the writer's thread) ----------------------------------------------------
 
@@ -105,26 +75,33 @@ class SqliteLog(Log):
 
     def _append(self, db: sqlite3.Connection, groups: list[Sequence[Record]]) -> list[list[bool]]:
         now_ms = int(time.time() * 1000)
-        keys = [(r.source_id, r.message_id) for records in groups for r in records]
-        fresh: set[tuple[int, str]] = set()
-        for i in range(0, len(keys), _DEDUP_CHUNK):
-            chunk = keys[i : i + _DEDUP_CHUNK]
+        ids = [r.message_id for records in groups for r in records]
+        fresh: set[str] = set()
+        for i in range(0, len(ids), _SEEN_CHUNK):
+            chunk = ids[i : i + _SEEN_CHUNK]
             sql = (
-                "INSERT INTO dedup (source_id, message_id, at) VALUES "
-                + ",".join(["(?,?,?)"] * len(chunk))
-                + " ON CONFLICT DO NOTHING RETURNING source_id, message_id"
+                "INSERT INTO seen (message_id, at) VALUES "
+                + ",".join(["(?,?)"] * len(chunk))
+                + " ON CONFLICT DO NOTHING RETURNING message_id"
             )
-            params = [v for source_id, mid in chunk for v in (source_id, mid, now_ms)]
-            fresh.update(db.execute(sql, params))
+            params = [v for mid in chunk for v in (mid, now_ms)]
+            fresh.update(row[0] for row in db.execute(sql, params))
+        # A record may also be known by an older id (a Drip webhook stored before its ids were scoped to
+        # the source): within the dedup window, a retry of it is a duplicate too.
+        older = [r.also_seen_as for records in groups for r in records if r.also_seen_as and r.message_id in fresh]
+        known_older: set[str] = set()
+        for i in range(0, len(older), _SEEN_CHUNK):
+            chunk = older[i : i + _SEEN_CHUNK]
+            sql = f"SELECT message_id FROM seen WHERE message_id IN ({','.join('?' * len(chunk))})"
+            known_older.update(row[0] for row in db.execute(sql, chunk))
         results: list[list[bool]] = []
         rows: list[tuple[int, int, int, bytes]] = []
         for records in groups:
             flags = []
             for r in records:
                 # The first occurrence of a new id is stored; repeats (even in this group) are not.
-                key = (r.source_id, r.message_id)
-                if key in fresh:
-                    fresh.discard(key)
+                if r.message_id in fresh and r.also_seen_as not in known_older:
+                    fresh.discard(r.message_id)
                     rows.append((r.source_id, r.received_ms, r.shape, r.body))
                     flags.append(True)
                 else:
@@ -134,7 +111,7 @@ class SqliteLog(Log):
             db.executemany("INSERT INTO events (source_id, received_at, shape, body) VALUES (?, ?, ?, ?)", rows)
         if time.monotonic() - self._last_seen_prune > _PRUNE_SEEN_EVERY_S:
             self._last_seen_prune = time.monotonic()
-            db.execute("DELETE FROM dedup WHERE at < ?", (now_ms - self._dedup_window_ms,))
+            db.execute("DELETE FROM seen WHERE at < ?", (now_ms - self._dedup_window_ms,))
         return results
 
     def _moved(self) -> None:
