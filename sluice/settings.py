@@ -28,7 +28,7 @@ class Settings:
     max_header_bytes: int = 32 * KB  # request line and headers together; more gets 431
     max_header_count: int = 100  # more gets 431
     header_timeout_seconds: float = 10.0  # from connecting (or the previous answer) to the end of the headers
-    body_timeout_seconds: float = 60.0  # from the end of the headers to the end of the body
+    body_timeout_seconds: float = 30.0  # from the end of the headers to the end of the body
     keep_alive_timeout_seconds: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 1000  # per listener; a connection beyond it gets 503 and is closed
 
