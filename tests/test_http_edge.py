@@ -36,9 +36,13 @@ async def echo(request: Request) -> JSONResponse:
     return JSONResponse({"received": len(body)})
 
 
+async def early(request: Request) -> JSONResponse:
+    return JSONResponse({"answered": "before reading the body"}, status_code=400)
+
+
 @pytest.fixture(scope="module")
 def edge() -> Iterator[tuple[str, int]]:
-    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/early", early, methods=["POST"])])
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol_for(LIMITS), lifespan="off",
                             log_level="warning", loop="uvloop")
@@ -162,3 +166,15 @@ def test_keep_alive_requests_each_get_their_own_deadline(edge: tuple[str, int]) 
         for _ in range(3):
             assert client.post("/echo", content=b"abc").json() == {"received": 3}
             time.sleep(0.3)  # less than the header timeout each time, more than it in total
+
+
+def test_an_app_that_answered_early_is_never_followed_by_a_408(edge: tuple[str, int]) -> None:
+    sock = connect(edge)
+    sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 400"), data

@@ -146,10 +146,15 @@ class EdgeProtocol(HttpToolsProtocol):
         return f"request headers are larger than the limit of {self.limits.max_header_bytes:,} bytes"
 
     def _answer(self, status: int, error: str) -> None:
+        """Answer and close; or only close when an answer of ours would garble the app's."""
         self._disarm()
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.response_started:  # the app is answering: an answer of ours would garble it
+        cycle = self.cycle  # while in headers: the previous request's, if any
+        if self._in_headers:
+            if cycle is not None and not cycle.response_complete:  # a pipelined request's answer is due
+                self.transport.close()
+                return
+        elif cycle is not None:
+            if cycle.response_started:  # the app answered (say, before reading the whole body)
                 self.transport.close()
                 return
             cycle.disconnected = True  # the app's receive() now says so, and its send() is a no-op
