@@ -173,3 +173,22 @@ def test_status_metrics_and_prune_never_wait_on_a_destination(tmp_path: Path) ->
         target.release.set()
         manager.stop()
         log.close()
+
+
+def test_status_lists_a_destination_before_its_worker_starts(tmp_path: Path) -> None:
+    """The cause of test_retry_window_ends_in_dead_letters failing about 1 run in 3: status listed only
+    running workers, so a destination added less than one manager tick (0.5 s) earlier was missing, and
+    the test's `next(row for row in status if ...)` raised StopIteration."""
+    catalog = Catalog(tmp_path)
+    source = catalog.create_source("http", "Web", "web")
+    log = SqliteLog(tmp_path / "log.db", 3600)
+    state = DeliveryState(tmp_path / "log.db", log.writer)
+    manager = DeliveryManager(log, state, catalog, SourceRegistry(catalog), lambda s: Unreachable(), Settings(),
+                              Metrics())
+    catalog.add_destination("web", "webhook", "hook", {"url": "http://127.0.0.1:9/hook", "headers": {}})
+    rows = {r["destination"]: r for r in manager.status()}  # no worker runs yet
+    assert rows["hook"]["state"] == "starting" and rows["hook"]["cursor"] == 0 and rows["hook"]["lag"] == 0
+    assert rows["warehouse"]["state"] == "starting" and source.schema == rows["warehouse"]["source"]
+    catalog.set_destination_enabled("hook", False)
+    assert {r["destination"]: r["state"] for r in manager.status()}["hook"] == "disabled"
+    log.close()
