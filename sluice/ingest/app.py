@@ -3,7 +3,6 @@ listener of its own: sluice/api)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from sluice.settings import Settings
 from sluice.sources.drip import DripPayloadError, map_webhook
 
 _OK = b'{"success":true}'
-logger = logging.getLogger("sluice.ingest")
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -43,7 +41,7 @@ class Services:
     metrics: Metrics
     # Refreshes the lag gauges from what the workers last knew: never waits on a destination.
     status: Callable[[], Any]
-    # Destinations that cannot make progress, for /health: [{"source", "destination", "since", "error"}].
+    # Destinations that cannot make progress, for /health: [{"source", "destination", "failing_since", "error"}].
     problems: Callable[[], list[dict[str, Any]]]
 
 
