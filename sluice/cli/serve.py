@@ -29,3 +29,5 @@ def serve(ctx: click.Context, host: str | None, port: int | None, admin_host: st
         run(settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port))
     except StartupError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C while still starting (once running, the server handles it itself)
+        click.echo("stopped before the server started", err=True)
