@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
@@ -20,5 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff check sluice tests bench
 	$(BIN)/pytest
 
-bench: $(STAMP)
+# Bench-only tools (dlt, py-spy) are installed here, never while the suite or the tests run.
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run

@@ -312,7 +312,7 @@ async def paced(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def _poll(spec: dict[str, Any], state: dict[str, Any], stop: asyncio.Event) -> None:
     """Poll `select id, loaded_at` for rows loaded since the last poll; note when each first shows."""
-    host, port = spec["host"], spec["port"]
+    host, port = spec["host"], spec["admin_port"]  # the admin API has a listener of its own
     conn = await connect(host, port)
     seen: dict[int, tuple[float, int]] = state["seen"]  # counter -> (first seen wall-clock, loaded_at ms)
     run = spec["run"]

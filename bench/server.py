@@ -35,6 +35,7 @@ class SluiceServer:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.admin_port = free_port()  # the admin API listens on a port of its own
         self.env = {**os.environ, "SLUICE_BENCH_ENDPOINTS": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
@@ -42,6 +43,10 @@ class SluiceServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def pid(self) -> int:
@@ -65,7 +70,8 @@ class SluiceServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port),
+             "--admin-port", str(self.admin_port)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )
         log.close()
@@ -91,7 +97,7 @@ class SluiceServer:
 
     def query(self, sql: str) -> dict[str, Any]:
         req = urllib.request.Request(
-            f"{self.url}/admin/query", data=orjson.dumps({"sql": sql}), method="POST",
+            f"{self.admin_url}/admin/query", data=orjson.dumps({"sql": sql}), method="POST",
             headers={"Authorization": f"Bearer {self.admin_token()}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=120) as r:

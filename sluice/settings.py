@@ -20,6 +20,17 @@ class Settings:
     port: int = 8088
     # Base URL printed in webhook URLs; defaults to http://host:port.
     public_url: str = ""
+    # The admin API (and, later, the console): a listener of its own, so exposing ingest never exposes it.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8089
+
+    # The HTTP edge, for both listeners: what a client may hold of the server before it is cut off.
+    max_header_bytes: int = 32 * KB  # request line and headers together; more gets 431
+    max_header_count: int = 100  # more gets 431
+    header_timeout_seconds: float = 10.0  # from connecting (or the previous answer) to the end of the headers
+    body_timeout_seconds: float = 30.0  # from the end of the headers to the end of the body
+    keep_alive_timeout_seconds: float = 5.0  # an idle kept-alive connection is closed after this
+    max_connections: int = 1000  # per listener; a connection beyond it gets 503 and is closed
 
     # Segment's documented limits (reference/segment-http-api.md).
     max_message_bytes: int = 32 * KB
@@ -46,12 +57,23 @@ class Settings:
     retry_max_seconds: float = 300.0
     delivery_timeout_seconds: float = 10.0
 
+    # A destination failing for this long shows as "degraded" in /health (and stalled in status).
+    stall_seconds: float = 60.0
+
+    # Admin SQL (sluice query, /admin/query): read-only, and bounded so that one query never stalls loading.
+    query_time_limit_seconds: float = 30.0
+    query_max_rows: int = 10_000
+
     # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
     bench_endpoints: bool = False
 
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin_host}:{self.admin_port}"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

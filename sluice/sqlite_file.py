@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sluice.datadir import sqlite_error
+
 
 class SqliteFile:
     """Base for the catalog and the delivery state: WAL mode, autocommit connections, one per thread
@@ -18,7 +20,10 @@ class SqliteFile:
         self.path = path
         self._pragmas = ("PRAGMA journal_mode=WAL", *pragmas)
         self._local = threading.local()
-        self._db().executescript(schema)  # executescript manages its own transaction
+        try:
+            self._db().executescript(schema)  # executescript manages its own transaction
+        except sqlite3.DatabaseError as e:  # damaged, locked, unreadable: one clear line, not a traceback
+            raise sqlite_error(path, e) from None
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -36,7 +41,14 @@ class SqliteFile:
         db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks later
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
-        db.execute("COMMIT")
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite has already rolled back after some failures (a
+    full disk at COMMIT), and a second ROLLBACK would replace the real error with "no transaction"."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")

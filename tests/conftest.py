@@ -30,6 +30,7 @@ class Sluice:
 
     data_dir: Path
     port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -37,8 +38,12 @@ class Sluice:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "SLUICE_PORT": str(self.port), **self.env}
+        return {**os.environ, "SLUICE_PORT": str(self.port), "SLUICE_ADMIN_PORT": str(self.admin_port), **self.env}
 
     def start(self, timeout: float = 30) -> None:
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
@@ -115,7 +120,8 @@ def try_query(server: Sluice, sql: str, timeout: float = 60) -> list[dict[str, A
     (e.g. the table does not exist yet)."""
     token = (server.data_dir / "admin-token").read_text().strip()
     r = httpx.post(
-        f"{server.url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        f"{server.admin_url}/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
     )
     if r.status_code != 200:
         return None

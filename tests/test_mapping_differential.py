@@ -33,6 +33,7 @@ from sluice.warehouse.duckdb_engine import DuckDBWarehouse
 from sluice.warehouse.loader import Caps, Warehouse
 from sluice.warehouse.plan import Planner
 from sluice.warehouse.postgres_engine import PostgresWarehouse
+from sluice.warehouse.readonly import QueryLimits
 from sluice.warehouse.types import from_sql_type
 
 EXAMPLES = int(os.environ.get("SLUICE_DIFF_EXAMPLES", "150"))
@@ -223,7 +224,7 @@ def test_duckdb_matches_the_reference(steps_: list[Any], path: str) -> None:
         run(steps_, wh, ref, schemas, consumers)
 
         def query(sql: str) -> list[dict[str, Any]]:
-            r = wh.query(sql)
+            r = wh.query(sql, QueryLimits(600, 10**7))
             return [dict(zip(r["columns"], row, strict=True)) for row in r["rows"]]
 
         compare(query, ref, schemas)

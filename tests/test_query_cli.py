@@ -80,7 +80,7 @@ def test_empty_result_and_single_row_footer(sluice: Sluice, web: dict[str, Any])
 
 
 def admin(sluice: Sluice, headers: dict[str, str], sql: str = "select 1 as one") -> httpx.Response:
-    return httpx.post(f"{sluice.url}/admin/query", json={"sql": sql}, headers=headers, timeout=30)
+    return httpx.post(f"{sluice.admin_url}/admin/query", json={"sql": sql}, headers=headers, timeout=30)
 
 
 def test_admin_query_needs_the_admin_token(sluice: Sluice, web: dict[str, Any]) -> None:
@@ -104,9 +104,9 @@ def test_admin_query_needs_the_admin_token(sluice: Sluice, web: dict[str, Any]) 
         assert "one" not in r.text
     r = admin(sluice, {"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
-    assert r.json() == {"columns": ["one"], "rows": [[1]]}
+    assert r.json() == {"columns": ["one"], "rows": [[1]], "truncated": False}
     # The write key does not open the status page either.
-    assert httpx.get(f"{sluice.url}/admin/status", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert httpx.get(f"{sluice.admin_url}/admin/status", headers={"Authorization": f"Bearer {key}"}).status_code == 401
 
 
 def test_bad_sql_gets_a_clear_error_and_non_zero_exit(sluice: Sluice, web: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from sluice.catalog.models import SOURCE_TYPES, Destination, Source
+from sluice.datadir import CATALOG_FILE, check_catalog
 from sluice.sqlite_file import SqliteFile
 from sluice.warehouse.naming import schema_name
 
@@ -56,7 +57,8 @@ def new_token() -> str:
 
 class Catalog(SqliteFile):
     def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir / "catalog.db", _SCHEMA, "PRAGMA foreign_keys=ON")
+        check_catalog(data_dir)  # a lost catalog is refused, never silently replaced by an empty one
+        super().__init__(data_dir / CATALOG_FILE, _SCHEMA, "PRAGMA foreign_keys=ON")
 
     def data_version(self) -> int:
         """Changes when another connection commits: the server's cue to reload its caches."""

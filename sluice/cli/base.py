@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import orjson
 
 from sluice.catalog.store import Catalog
+from sluice.datadir import LOG_FILE, DataDirError
 from sluice.settings import Settings
 
 
@@ -31,7 +33,21 @@ def print_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
-@click.group()
+class Group(click.Group):
+    """Every command ends in one line, never a traceback, when the data dir or the disk is the problem."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DataDirError as e:
+            fail(str(e))
+        except sqlite3.Error as e:  # a SQLite file of the data dir failed mid-command
+            fail(f"the data directory's SQLite files failed: {e}")
+        except OSError as e:
+            fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
+
+
+@click.group(cls=Group)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -66,20 +82,20 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def running_server(data_dir: Path) -> str | None:
-    """The URL of the server using this data dir, if one is running."""
+def running_server(data_dir: Path, which: str = "admin_url") -> str | None:
+    """A URL of the server using this data dir, if one is running: its admin API's, or ("url") ingest's."""
     from sluice.server import SERVER_FILE
 
     try:
         info = orjson.loads((data_dir / SERVER_FILE).read_bytes())
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        return str(info[which])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return str(info["url"])
 
 
 def admin_request(data_dir: Path, method: str, path: str, payload: Any = None) -> Any:
-    """Call the running server's admin API with the admin token from the data dir."""
+    """Call the running server's admin API (its own listener) with the admin token from the data dir."""
     from sluice.server import admin_token
 
     url = running_server(data_dir)
@@ -96,3 +112,13 @@ def admin_request(data_dir: Path, method: str, path: str, payload: Any = None) -
     if r.status_code != 200:
         raise click.ClickException(body.get("error", r.text))
     return body
+
+
+def delivery_write(data_dir: Path, op: str, **args: Any) -> Any:
+    """One of the delivery state's writes (sluice/delivery/state.py): through the running server, so that
+    log.db keeps one writer, or directly when no server runs."""
+    from sluice.delivery.state import DeliveryState
+
+    if running_server(data_dir) is not None:
+        return admin_request(data_dir, "POST", "/admin/delivery-state", {"op": op, "args": args})["result"]
+    return DeliveryState(data_dir / LOG_FILE).apply(op, **args)

@@ -13,8 +13,19 @@ import orjson
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog, CatalogError
-from sluice.cli.base import admin_request, catalog, fail, main, print_json, print_table, running_server, settings
-from sluice.delivery.state import LOG_FILE, DeliveryState
+from sluice.cli.base import (
+    admin_request,
+    catalog,
+    delivery_write,
+    fail,
+    main,
+    print_json,
+    print_table,
+    running_server,
+    settings,
+)
+from sluice.datadir import LOG_FILE, WAREHOUSE_FILE
+from sluice.delivery.state import DeliveryState
 from sluice.destinations.warehouse import warehouse_consumer
 from sluice.log.sqlite import SqliteLog
 from sluice.settings import Settings
@@ -81,8 +92,8 @@ def _ms_iso(ms: int | None) -> str | None:
 def _local_status(config: Settings, cat: Catalog) -> list[dict[str, Any]]:
     """Status read from the files, for when no server is running."""
     from sluice.destinations.registry import build
-    from sluice.server import WAREHOUSE_FILE
     from sluice.warehouse.duckdb_engine import query_file
+    from sluice.warehouse.readonly import QueryLimits
 
     data_dir = config.data_dir
     log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
@@ -90,7 +101,8 @@ def _local_status(config: Settings, cat: Catalog) -> list[dict[str, Any]]:
     rows = []
     cursors: dict[str, int] = {}
     if (data_dir / WAREHOUSE_FILE).exists():
-        result = query_file(data_dir / WAREHOUSE_FILE, "SELECT consumer, seq FROM _sluice.cursors")
+        limits = QueryLimits(config.query_time_limit_seconds, config.query_max_rows)
+        result = query_file(data_dir / WAREHOUSE_FILE, "SELECT consumer, seq FROM _sluice.cursors", limits)
         cursors = {c: int(s) for c, s in result["rows"]}
     sources = {s.id: s for s in cat.list_sources()}
     refs = [Ref(s, warehouse_consumer(s), "warehouse", True) for s in sources.values()]
@@ -113,8 +125,10 @@ def _local_status(config: Settings, cat: Catalog) -> list[dict[str, Any]]:
         else:
             cursor = state.cursor(ref.consumer)
         rows.append({
-            "source": ref.source.schema, "destination": ref.label, "consumer": ref.consumer, "cursor": cursor,
-            "lag": log.depth(ref.source.id, cursor) if cursor is not None else None, **state.status(ref.consumer),
+            "source": ref.source.schema, "destination": ref.label, "consumer": ref.consumer,
+            "state": "stopped",  # no server runs: nothing is delivered until `sluice serve`
+            "cursor": cursor, "lag": log.depth(ref.source.id, cursor) if cursor is not None else None,
+            "failing_since": None, **state.status(ref.consumer),
         })
     log.close()
     return rows
@@ -141,11 +155,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if not rows:
         click.echo("no sources yet")
         return
+    # The last error is the last column and is never cut: it is what tells you what to fix.
     print_table(
-        ["source", "destination", "lag", "last success", "dead letters", "last error"],
+        ["source", "destination", "state", "lag", "last success", "dead letters", "last error"],
         [
-            [r["source"], r["destination"], "?" if r["lag"] is None else r["lag"], _ms_iso(r["last_success"]) or "-",
-             r["dead_letters"], (r["last_error"] or "")[:80]]
+            [r["source"], r["destination"], r.get("state", ""), "?" if r["lag"] is None else r["lag"],
+             _ms_iso(r["last_success"]) or "-", r["dead_letters"],
+             f"{_ms_iso(r['last_error_at'])} {r['last_error']}" if r["last_error"] else ""]
             for r in rows
         ],
     )
@@ -193,7 +209,7 @@ def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, sourc
         fail("say which dead letters: ids, or --all")
     ref = resolve(ctx, dest, source_ref)
     data_dir = settings(ctx).data_dir
-    n = _state(data_dir).request_retry(ref.consumer, None if all_ else list(ids))
+    n = delivery_write(data_dir, "request_retry", consumer=ref.consumer, ids=None if all_ else list(ids))
     where = _when_sent(data_dir)
     click.echo(f"{n} dead letter{'s' if n != 1 else ''} of {ref.label} will be re-sent {where}")
 
@@ -219,6 +235,6 @@ def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_
     if count <= 0:
         click.echo(f"no events of {ref.source.schema} between {start.isoformat()} and {end.isoformat()}")
         return
-    _state(data_dir).add_replay(ref.consumer, after, last)
+    delivery_write(data_dir, "add_replay", consumer=ref.consumer, after_seq=after, end_seq=last)
     where = _when_sent(data_dir)
     click.echo(f"replaying {count} event{'s' if count != 1 else ''} of {ref.source.schema} to {ref.label} {where}")

@@ -31,7 +31,7 @@ EXAMPLE_SQL = (
 def demo(ctx: click.Context, schema: str, subscribers: int, campaigns: int, seed: int) -> None:
     """Simulate a Drip account: webhooks and Segment-integration tracks through the real endpoints."""
     data_dir = settings(ctx).data_dir
-    url = running_server(data_dir)
+    url = running_server(data_dir, "url")
     if url is None:
         fail(f"start the server first (`sluice serve`, data dir {data_dir}), then run `sluice demo`")
         return

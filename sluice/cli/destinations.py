@@ -8,8 +8,7 @@ import click
 
 from sluice.catalog.models import Destination
 from sluice.catalog.store import CatalogError
-from sluice.cli.base import catalog, fail, main, print_json, print_table, settings
-from sluice.delivery.state import LOG_FILE, DeliveryState
+from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
 from sluice.destinations.registry import DESTINATION_TYPES, validate
 
 _SECRET_KEYS = ("api_token", "secret")
@@ -118,7 +117,7 @@ def _one(ctx: click.Context, ref: str, action: str) -> None:
             dest = cat.get_destination(ref)
         elif action == "remove":
             dest = cat.remove_destination(ref)
-            DeliveryState(settings(ctx).data_dir / LOG_FILE).forget(dest.consumer)
+            delivery_write(settings(ctx).data_dir, "forget", consumer=dest.consumer)
         else:
             dest = cat.set_destination_enabled(ref, action == "enable")
     except CatalogError as e:

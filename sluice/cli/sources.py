@@ -6,8 +6,7 @@ import click
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
-from sluice.cli.base import catalog, fail, main, print_json, print_table, settings
-from sluice.delivery.state import LOG_FILE, DeliveryState
+from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
 
 DRIP_SETUP = """\
 Connect Drip (two ways; use either or both):
@@ -118,7 +117,6 @@ def sources_delete(ctx: click.Context, ref: str) -> None:
     except CatalogError as e:
         fail(str(e))
         return
-    state = DeliveryState(settings(ctx).data_dir / LOG_FILE)
     for dest in doomed:
-        state.forget(dest.consumer)
+        delivery_write(settings(ctx).data_dir, "forget", consumer=dest.consumer)
     click.echo(f"deleted source {source.id} ({source.name}); schema {source.schema} stays in the warehouse")

@@ -1,4 +1,8 @@
-"""Starts and stops one delivery worker per (source, destination) as the catalog changes."""
+"""Starts and stops one delivery worker per (source, destination) as the catalog changes, prunes the log,
+and reports delivery status.
+
+Status, /metrics, /health and prunes use what each worker last knew of its position: none of them
+ever waits on a destination, so one destination that is down holds up nothing else."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sluice.delivery.state import DeliveryState
 from sluice.delivery.worker import Worker
 from sluice.destinations import registry
 from sluice.destinations.base import Target
+from sluice.destinations.warehouse import warehouse_consumer
 from sluice.ingest.auth import SourceRegistry
 from sluice.log.base import Log
 from sluice.metrics import Metrics
@@ -87,41 +92,85 @@ class DeliveryManager:
             ticks += 1
             try:
                 self.sync()
-                if ticks % 120 == 0:  # every minute
+            except Exception as e:  # e.g. the catalog briefly locked: try again next tick
+                logger.warning("could not sync delivery workers (retrying): %s: %s", type(e).__name__, e)
+            if ticks % 120 == 0:  # every minute
+                try:
                     self.prune()
-            except Exception:  # e.g. the catalog briefly locked: try again next tick
-                logger.exception("could not sync delivery workers")
+                except Exception as e:
+                    logger.warning("could not prune the log (retrying in a minute): %s: %s", type(e).__name__, e)
 
     def prune(self) -> int:
-        """Drop log entries every enabled destination of their source has, once past the retention."""
+        """Drop log entries every enabled destination of their source has, once past the retention.
+
+        A source one of whose workers has not yet learnt its position (its destination has been down
+        since the start) is not pruned this time; every other source is."""
         keep: dict[int, int] = {}
+        unknown: set[int] = set()
         for (source_id, _), worker in list(self.workers.items()):
-            position = worker.position()
+            position = worker.known_position
+            if position is None:
+                unknown.add(source_id)
+                continue
             keep[source_id] = min(keep.get(source_id, position), position)
         older_than = int((time.time() - self.settings.log_retention_seconds) * 1000)
-        return self.log.prune(keep, older_than)
+        return self.log.prune({k: v for k, v in keep.items() if k not in unknown}, older_than)
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Destinations that have not made progress for `stall_seconds` (for /health)."""
+        out = []
+        for worker in list(self.workers.values()):
+            failing = worker.failing_for()
+            if failing is not None and failing >= self.settings.stall_seconds:
+                out.append({
+                    "source": worker.source.schema,
+                    "destination": worker.target.label,
+                    "failing_since": worker.failing_since_ms,
+                    "error": worker.last_failure,
+                })
+        return out
 
     def status(self) -> list[dict[str, Any]]:
+        """Every destination of the catalog (and each source's warehouse), running or not."""
         rows = []
-        for worker in list(self.workers.values()):
-            target = worker.target
-            try:
-                cursor: int | None = worker.position()
-            except Exception:  # a warehouse that is down has no readable cursor right now
-                cursor = None
-            lag = self.log.depth(worker.source.id, cursor) if cursor is not None else None
+        workers = dict(self.workers)
+        sources = {s.id: s for s in self.sources.all()}
+        # (source, worker key, cursor name, label, keeps its own cursor, enabled)
+        wanted: list[tuple[Source, str, str, str, bool, bool]] = [
+            (s, "warehouse", warehouse_consumer(s), "warehouse", True, True) for s in sources.values()
+        ]
+        wanted += [
+            (sources[d.source_id], d.consumer, d.consumer, d.name, d.type == "postgres", d.enabled)
+            for d in self.catalog.list_destinations()
+            if d.source_id in sources
+        ]
+        for source, key, consumer, label, transactional, enabled in wanted:
+            worker = workers.get((source.id, key))
+            cursor = worker.known_position if worker else None
+            if cursor is None and not transactional:
+                cursor = self.state.cursor(consumer)  # kept in log.db: readable without the destination
+            lag = self.log.depth(source.id, cursor) if cursor is not None else None
             if lag is not None:
-                self.metrics.lag.labels(worker.source.schema, target.label).set(lag)
-            rows.append(
-                {
-                    "source": worker.source.schema,
-                    "destination": target.label,
-                    "consumer": target.consumer,
-                    "cursor": cursor,
-                    "lag": lag,
-                    **self.state.status(target.consumer),
-                }
-            )
+                self.metrics.lag.labels(source.schema, label).set(lag)
+            failing = worker.failing_for() if worker else None
+            if not enabled:
+                state = "disabled"
+            elif worker is None:
+                state = "starting"
+            elif failing is None:
+                state = "ok"
+            else:
+                state = "stalled" if failing >= self.settings.stall_seconds else "retrying"
+            rows.append({
+                "source": source.schema,
+                "destination": label,
+                "consumer": consumer,
+                "state": state,
+                "cursor": cursor,
+                "lag": lag,
+                "failing_since": worker.failing_since_ms if worker else None,
+                **self.state.status(consumer),
+            })
         return rows
 
     def stop(self) -> None:

@@ -1,26 +1,29 @@
 """Delivery bookkeeping: cursors, dead letters, replays and last-known status per destination.
 
-It lives in its own tables of the log's SQLite file and is written by the server's workers and
-read (and, for re-drives and replays, written) by the CLI. Moving a cursor and dead-lettering the
-events it skips happen in one transaction, so an event is either delivered, dead-lettered, or
-still ahead of the cursor: never lost.
+It lives in its own tables of the log's SQLite file. Every write is a named operation (`OPS`, plain
+arguments): in the server each one goes through the log's writer thread (sluice/log/writer.py), so
+log.db has one writer; the CLI asks the running server to apply it (`/admin/delivery-state`) and
+applies it itself only when no server runs. Moving a cursor and dead-lettering the events it skips
+happen in one transaction, so an event is either delivered, dead-lettered, or still ahead of the
+cursor: never lost.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sluice.datadir import LOG_FILE
 from sluice.destinations.base import Failure
 from sluice.log.base import Entry
+from sluice.log.writer import Writer
 from sluice.sqlite_file import SqliteFile
 
-LOG_FILE = "log.db"  # delivery state lives beside the log, in the same SQLite file
-
+__all__ = ["LOG_FILE", "OPS", "DeliveryState", "Replay"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -63,9 +66,131 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
+# -- the writing operations (each runs inside the writer's transaction) ------------------------
+
+
+def _set_cursor(db: sqlite3.Connection, consumer: str, seq: int) -> None:
+    db.execute(
+        "INSERT INTO cursors (consumer, seq) VALUES (?, ?) ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
+        (consumer, seq),
+    )
+
+
+def _dead_letter(db: sqlite3.Connection, consumer: str, source_id: int, failures: Sequence[Failure]) -> None:
+    if not failures:
+        return
+    now = _ms()
+    db.executemany(
+        "INSERT INTO dead_letters (consumer, source_id, seq, received_at, body, reason, failed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(consumer, source_id, f.entry.seq, f.entry.received_ms, f.entry.body, f.reason, now) for f in failures],
+    )
+    # Refusals are errors too: `deliveries status` shows the latest one.
+    _error(db, consumer, f"refused {len(failures)} event{'s' if len(failures) != 1 else ''}: {failures[-1].reason}")
+
+
+def _success(db: sqlite3.Connection, consumer: str) -> None:
+    db.execute(
+        "INSERT INTO delivery_status (consumer, last_success) VALUES (?, ?)"
+        " ON CONFLICT (consumer) DO UPDATE SET last_success = excluded.last_success",
+        (consumer, _ms()),
+    )
+
+
+def _error(db: sqlite3.Connection, consumer: str, error: str) -> None:
+    db.execute(
+        "INSERT INTO delivery_status (consumer, last_error, last_error_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (consumer) DO UPDATE SET last_error = excluded.last_error,"
+        " last_error_at = excluded.last_error_at",
+        (consumer, error, _ms()),
+    )
+
+
+def _advance(db: sqlite3.Connection, consumer: str, source_id: int, seq: int | None,
+             failures: Sequence[Failure] = ()) -> None:
+    _dead_letter(db, consumer, source_id, failures)
+    if seq is not None:
+        _set_cursor(db, consumer, seq)
+    # A success unless the batch ended in a refusal (a retry window given up dead-letters all of it).
+    if not failures or (seq is not None and failures[-1].entry.seq != seq):
+        _success(db, consumer)
+
+
+def _forget(db: sqlite3.Connection, consumer: str) -> None:
+    for table in ("cursors", "dead_letters", "replays", "delivery_status"):
+        db.execute(f"DELETE FROM {table} WHERE consumer = ?", (consumer,))
+
+
+def _request_retry(db: sqlite3.Connection, consumer: str, ids: Sequence[int] | None) -> int:
+    if ids is None:
+        cur = db.execute("UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ?", (consumer,))
+    else:
+        cur = db.executemany(
+            "UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ? AND id = ?", [(consumer, i) for i in ids]
+        )
+    return int(cur.rowcount)
+
+
+def _finish_redrive(db: sqlite3.Connection, consumer: str, ids: Sequence[int], failures: dict[int, str]) -> None:
+    delivered = [(i,) for i in ids if i not in failures]
+    db.executemany("DELETE FROM dead_letters WHERE id = ?", delivered)
+    db.executemany(
+        "UPDATE dead_letters SET retry_requested = 0, reason = ?, attempts = attempts + 1, failed_at = ? WHERE id = ?",
+        [(reason, _ms(), i) for i, reason in failures.items()],
+    )
+    if delivered:
+        _success(db, consumer)
+    if failures:
+        _error(db, consumer, f"re-drive refused again: {next(reversed(failures.values()))}")
+
+
+def _add_replay(db: sqlite3.Connection, consumer: str, after_seq: int, end_seq: int) -> int:
+    cur = db.execute(
+        "INSERT INTO replays (consumer, next_seq, end_seq, created_at) VALUES (?, ?, ?, ?)",
+        (consumer, after_seq, end_seq, _ms()),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _advance_replay(db: sqlite3.Connection, replay_id: int, seq: int, consumer: str, source_id: int,
+                    failures: Sequence[Failure] = ()) -> None:
+    _dead_letter(db, consumer, source_id, failures)
+    moved = db.execute("UPDATE replays SET next_seq = ? WHERE id = ? AND next_seq < ?", (seq, replay_id, seq))
+    db.execute("DELETE FROM replays WHERE id = ? AND next_seq >= end_seq", (replay_id,))
+    if moved.rowcount:  # the replay delivered something
+        _success(db, consumer)
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "set_cursor": _set_cursor,
+    "advance": _advance,
+    "record_error": _error,
+    "forget": _forget,
+    "request_retry": _request_retry,
+    "finish_redrive": _finish_redrive,
+    "add_replay": _add_replay,
+    "advance_replay": _advance_replay,
+}
+# What the CLI may ask a running server to apply (the rest is the workers' own bookkeeping).
+CLI_OPS = frozenset({"forget", "request_retry", "add_replay"})
+
+
 class DeliveryState(SqliteFile):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer: Writer | None = None) -> None:
+        """`writer`: the log's writer, through which the server applies every write; without one (the
+        CLI when no server runs) this process writes itself."""
         super().__init__(path, _SCHEMA, "PRAGMA synchronous=FULL")
+        self._writer = writer
+        if writer is not None:
+            for name, fn in OPS.items():
+                writer.register(name, fn)
+
+    def apply(self, op: str, **arguments: Any) -> Any:
+        """Apply one named write operation, durably, and return its answer."""
+        if self._writer is not None:
+            return self._writer.call(op, **arguments)
+        with self._tx() as db:
+            return OPS[op](db, **arguments)
 
     # -- cursors ----------------------------------------------------------------------------
 
@@ -75,47 +200,13 @@ class DeliveryState(SqliteFile):
 
     def advance(self, consumer: str, source_id: int, seq: int | None, failures: Sequence[Failure] = ()) -> None:
         """Dead-letter `failures` and move the cursor to `seq` (if given), atomically."""
-        with self._tx() as db:
-            self._dead_letter(db, consumer, source_id, failures)
-            if seq is not None:
-                db.execute(
-                    "INSERT INTO cursors (consumer, seq) VALUES (?, ?)"
-                    " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
-                    (consumer, seq),
-                )
-            db.execute(
-                "INSERT INTO delivery_status (consumer, last_success) VALUES (?, ?)"
-                " ON CONFLICT (consumer) DO UPDATE SET last_success = excluded.last_success",
-                (consumer, _ms()),
-            )
+        self.apply("advance", consumer=consumer, source_id=source_id, seq=seq, failures=list(failures))
 
     def set_cursor(self, consumer: str, seq: int) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO cursors (consumer, seq) VALUES (?, ?)"
-                " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
-                (consumer, seq),
-            )
-
-    @staticmethod
-    def _dead_letter(db: sqlite3.Connection, consumer: str, source_id: int, failures: Sequence[Failure]) -> None:
-        if failures:
-            now = _ms()
-            db.executemany(
-                "INSERT INTO dead_letters (consumer, source_id, seq, received_at, body, reason, failed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(consumer, source_id, f.entry.seq, f.entry.received_ms, f.entry.body, f.reason, now)
-                 for f in failures],
-            )
+        self.apply("set_cursor", consumer=consumer, seq=seq)
 
     def record_error(self, consumer: str, error: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO delivery_status (consumer, last_error, last_error_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (consumer) DO UPDATE SET last_error = excluded.last_error,"
-                " last_error_at = excluded.last_error_at",
-                (consumer, error[:1000], _ms()),
-            )
+        self.apply("record_error", consumer=consumer, error=error)
 
     def status(self, consumer: str) -> dict[str, Any]:
         db = self._db()
@@ -130,9 +221,7 @@ class DeliveryState(SqliteFile):
 
     def forget(self, consumer: str) -> None:
         """A removed destination: its cursor, dead letters, replays and status go with it."""
-        with self._tx() as db:
-            for table in ("cursors", "dead_letters", "replays", "delivery_status"):
-                db.execute(f"DELETE FROM {table} WHERE consumer = ?", (consumer,))
+        self.apply("forget", consumer=consumer)
 
     # -- dead letters -----------------------------------------------------------------------
 
@@ -146,15 +235,7 @@ class DeliveryState(SqliteFile):
 
     def request_retry(self, consumer: str, ids: Sequence[int] | None) -> int:
         """Mark dead letters (all, or these ids) for re-drive; the destination's worker takes them."""
-        with self._tx() as db:
-            if ids is None:
-                cur = db.execute("UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ?", (consumer,))
-            else:
-                cur = db.executemany(
-                    "UPDATE dead_letters SET retry_requested = 1 WHERE consumer = ? AND id = ?",
-                    [(consumer, i) for i in ids],
-                )
-            return int(cur.rowcount)
+        return int(self.apply("request_retry", consumer=consumer, ids=None if ids is None else list(ids)))
 
     def redrives(self, consumer: str, limit: int) -> list[tuple[int, Entry]]:
         rows = self._db().execute(
@@ -166,25 +247,12 @@ class DeliveryState(SqliteFile):
 
     def finish_redrive(self, consumer: str, ids: Sequence[int], failures: dict[int, str]) -> None:
         """Delivered re-drives leave the store; ones refused again stay, with the new reason."""
-        with self._tx() as db:
-            db.executemany(
-                "DELETE FROM dead_letters WHERE id = ?", [(i,) for i in ids if i not in failures]
-            )
-            db.executemany(
-                "UPDATE dead_letters SET retry_requested = 0, reason = ?, attempts = attempts + 1,"
-                " failed_at = ? WHERE id = ?",
-                [(reason, _ms(), i) for i, reason in failures.items()],
-            )
+        self.apply("finish_redrive", consumer=consumer, ids=list(ids), failures=dict(failures))
 
     # -- replays ----------------------------------------------------------------------------
 
     def add_replay(self, consumer: str, after_seq: int, end_seq: int) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO replays (consumer, next_seq, end_seq, created_at) VALUES (?, ?, ?, ?)",
-                (consumer, after_seq, end_seq, _ms()),
-            )
-            return int(cur.lastrowid or 0)
+        return int(self.apply("add_replay", consumer=consumer, after_seq=after_seq, end_seq=end_seq))
 
     def active_replay(self, consumer: str) -> Replay | None:
         row = self._db().execute(
@@ -194,10 +262,8 @@ class DeliveryState(SqliteFile):
 
     def advance_replay(self, replay_id: int, seq: int, consumer: str, source_id: int,
                        failures: Sequence[Failure] = ()) -> None:
-        with self._tx() as db:
-            self._dead_letter(db, consumer, source_id, failures)
-            db.execute("UPDATE replays SET next_seq = ? WHERE id = ?", (seq, replay_id))
-            db.execute("DELETE FROM replays WHERE id = ? AND next_seq >= end_seq", (replay_id,))
+        self.apply("advance_replay", replay_id=replay_id, seq=seq, consumer=consumer, source_id=source_id,
+                   failures=list(failures))
 
     def pending_replays(self, consumer: str) -> int:
         return int(self._db().execute("SELECT count(*) FROM replays WHERE consumer = ?", (consumer,)).fetchone()[0])

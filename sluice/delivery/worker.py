@@ -47,12 +47,24 @@ class Worker(threading.Thread):
         self._halt = threading.Event()
         self._attempts = 0
         self._failing_since: float | None = None
+        # What the rest of the server may know of this worker without waiting on its destination (a
+        # PostgreSQL that is down blocks for its connect timeout): status, /metrics, /health and prunes.
+        self.known_position: int | None = None
+        self.failing_since_ms: int | None = None  # wall clock, for people
+        self.last_failure: str | None = None
 
     def stop(self) -> None:
         self._halt.set()
 
     def position(self) -> int:
-        return self.target.position() if self.target.transactional else self.state.cursor(self.target.consumer)
+        position = self.target.position() if self.target.transactional else self.state.cursor(self.target.consumer)
+        self.known_position = position
+        return position
+
+    def failing_for(self) -> float | None:
+        """Seconds since delivery last worked, while it keeps failing; None while it works."""
+        since = self._failing_since
+        return None if since is None else time.monotonic() - since
 
     def _bind(self) -> bool:
         """Check the target's cursor belongs to this log; until it does, say why and deliver nothing."""
@@ -86,7 +98,7 @@ class Worker(threading.Thread):
                                          self.source.schema, self.target.label)
                         self._halt.wait(self.settings.retry_max_seconds)
                     continue
-                self._attempts, self._failing_since = 0, None
+                self._attempts, self._failing_since, self.failing_since_ms = 0, None, None
                 if not busy and self.log.wait_for(head, 1.0) > head:
                     self._halt.wait(self.settings.load_linger_seconds)  # let a burst gather into one batch
         finally:
@@ -198,8 +210,10 @@ class Worker(threading.Thread):
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
+            self.failing_since_ms = int(time.time() * 1000)
         self._attempts += 1
         message = str(error)
+        self.last_failure = message
         self.state.record_error(consumer, message)
         self.metrics.delivery_errors.labels(*self._labels, "transient").inc()
         if now - self._failing_since >= self.settings.retry_window_seconds and not self.target.transactional:

@@ -1,8 +1,8 @@
-"""The HTTP face of sluice: Segment's Tracking API, Drip webhooks, health, metrics, admin query."""
+"""The HTTP face of sluice: Segment's Tracking API, Drip webhooks, health and metrics (the admin API has a
+listener of its own: sluice/api)."""
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -39,9 +39,10 @@ class Services:
     registry: SourceRegistry
     log: Log
     metrics: Metrics
-    admin_token: str
-    query: Callable[[str], dict[str, Any]]
-    status: Callable[[], dict[str, Any]]
+    # Refreshes the lag gauges from what the workers last knew: never waits on a destination.
+    status: Callable[[], Any]
+    # Destinations that cannot make progress, for /health: [{"source", "destination", "failing_since", "error"}].
+    problems: Callable[[], list[dict[str, Any]]]
 
 
 def _refuse(services: Services, endpoint: str, error: BadRequest) -> Response:
@@ -50,10 +51,16 @@ def _refuse(services: Services, endpoint: str, error: BadRequest) -> Response:
 
 
 def _authenticate(services: Services, request: Request, payload: Any) -> Source:
-    key = basic_username(request.headers.get("authorization"))
+    problem = None
+    try:
+        key = basic_username(request.headers.get("authorization"))
+    except ValueError as e:  # a Basic header that is not base64 of UTF-8 text
+        key, problem = None, str(e)
     if key is None and isinstance(payload, dict) and isinstance(payload.get("writeKey"), str):
         key = payload["writeKey"]
     if not key:
+        if problem is not None:
+            raise BadRequest(problem, "bad_authorization", 401)
         raise BadRequest(
             "missing write key: send it as the HTTP Basic username or as writeKey in the body",
             "missing_write_key", 401,
@@ -91,6 +98,8 @@ def _timed(endpoint: str, handler: Callable[[Services, Request], Awaitable[Respo
             return _refuse(services, endpoint, e)
         except LogError as e:
             return _refuse(services, endpoint, BadRequest(f"{e}; retry later", "log_unavailable", 503))
+        except ClientDisconnect:  # the client went away (or the edge cut a body that never came)
+            return Response(status_code=400)  # never sent
         finally:
             services.metrics.latency_for(endpoint).observe(time.perf_counter() - started)
 
@@ -145,6 +154,8 @@ async def batch_handler(services: Services, request: Request) -> Response:
             context=_object_or_none(payload, "context"),
             integrations=_object_or_none(payload, "integrations"),
         )
+    except Rejected as r:  # a batch context nested too deeply: every message would carry it
+        raise BadRequest(r.reason, r.code) from None
     except ValueError:  # a sentAt at the very edge of year 9999, rounded past it
         raise BadRequest("sentAt is outside the years 1 to 9999", "bad_timestamp") from None
     limits = _limits(settings)
@@ -171,7 +182,7 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     body = await read_body(request, services.settings.max_request_bytes)
     payload = decode_json(body)
     try:
-        mapping = map_webhook(payload)
+        mapping = map_webhook(payload, scope=str(source.id))
     except DripPayloadError as e:
         services.metrics.rejected.labels(source.schema, "bad_drip_webhook").inc()
         raise BadRequest(f"not a Drip webhook: {e.reason}", "bad_drip_webhook") from None
@@ -180,7 +191,10 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     arrival = Arrival.now()
     limits = _limits(services.settings)
     try:  # all of a webhook's messages or none: never half-store a request
-        records = [canonicalize(m, None, arrival, limits, source.id) for m in mapping.messages]
+        records = [
+            canonicalize(m, None, arrival, limits, source.id)._replace(also_seen_as=older)
+            for m, older in zip(mapping.messages, mapping.unscoped_ids, strict=True)
+        ]
     except Rejected as r:
         services.metrics.rejected.labels(source.schema, r.code).inc()
         raise BadRequest(f"webhook cannot be stored: {r.reason}", r.code) from None
@@ -194,40 +208,21 @@ async def noop_handler(services: Services, request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """200 while ingest works. "degraded" names the destinations that cannot make progress: events
+    are still acknowledged and kept, but they are not reaching those destinations."""
     services: Services = request.app.state.services
-    return json_response({"status": "ok", "log_head": services.log.head()})
+    problems = services.problems()
+    answer: dict[str, Any] = {"status": "degraded" if problems else "ok", "log_head": services.log.head()}
+    if problems:
+        answer["problems"] = problems
+    return json_response(answer)
 
 
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     services.metrics.log_head.set(services.log.head())
-    await run_in_threadpool(services.status)  # refreshes lag gauges
+    await run_in_threadpool(services.status)  # refreshes lag gauges (from known positions: never blocks)
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-def _admin(services: Services, request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    # A write key never opens this: only the admin token kept in the data dir does.
-    if not token or not hmac.compare_digest(token.encode(), services.admin_token.encode()):
-        raise BadRequest("admin token required (Authorization: Bearer <data-dir>/admin-token)", "admin_auth", 401)
-
-
-async def admin_query(services: Services, request: Request) -> Response:
-    _admin(services, request)
-    payload = decode_json(await read_body(request, 1024 * 1024))
-    if not isinstance(payload, dict) or not isinstance(payload.get("sql"), str):
-        raise BadRequest('body must be {"sql": "..."}', "bad_query")
-    try:
-        result = await run_in_threadpool(services.query, payload["sql"])
-    except Exception as e:  # the user's SQL failed: tell them why
-        return json_response({"error": str(e)}, 400)
-    return Response(orjson.dumps(result, default=str), media_type="application/json")
-
-
-async def admin_status(services: Services, request: Request) -> Response:
-    _admin(services, request)
-    return json_response(await run_in_threadpool(services.status))
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -235,7 +230,21 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    return json_response({"success": False, "error": f"{request.method} is not allowed here; use POST"}, 405)
+    allowed = getattr(exc, "headers", None) or {}
+    methods = allowed.get("Allow", "POST")
+    return json_response({"success": False, "error": f"{request.method} is not allowed here; use {methods}"}, 405)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Every error answer is JSON, even for a bug; a client that went away gets nothing."""
+    if isinstance(exc, ClientDisconnect):
+        return Response(status_code=400)  # never sent: the connection is gone
+    return json_response({"success": False, "error": f"internal error ({type(exc).__name__}); retry later"}, 500)
+
+
+def error_handlers() -> dict[Any, Any]:
+    """JSON answers for unknown paths, wrong methods and bugs, shared by the ingest and admin apps."""
+    return {404: not_found, 405: method_not_allowed, Exception: server_error}
 
 
 def create_app(services: Services, lifespan: Any = None) -> Starlette:
@@ -246,14 +255,12 @@ def create_app(services: Services, lifespan: Any = None) -> Starlette:
         Route("/webhooks/drip/{token}", _timed("drip_webhook", drip_webhook_handler), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/admin/query", _timed("admin_query", admin_query), methods=["POST"]),
-        Route("/admin/status", _timed("admin_status", admin_status), methods=["GET"]),
     ]
     if services.settings.bench_endpoints:
         routes.append(Route("/bench/noop", _timed("noop", noop_handler), methods=["POST"]))
     app = Starlette(
         routes=routes,
-        exception_handlers={404: not_found, 405: method_not_allowed},
+        exception_handlers=error_handlers(),
         lifespan=lifespan,
     )
     app.state.services = services

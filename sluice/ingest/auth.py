@@ -13,13 +13,16 @@ from sluice.catalog.store import Catalog
 
 
 def basic_username(header: str | None) -> str | None:
-    """The write key from `Authorization: Basic base64("<key>:")`; a key without the colon is tolerated."""
+    """The write key from `Authorization: Basic base64("<key>:")`; a key without the colon is tolerated.
+
+    None without a Basic header; ValueError, with the reason, for one that is not base64 of UTF-8 text
+    (header bytes arrive as latin-1, so any byte can be in `header`)."""
     if not header or header[:6].lower() != "basic ":
         return None
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+        decoded = base64.b64decode(header[6:].strip().encode("ascii"), validate=True).decode()
+    except (UnicodeError, binascii.Error):
+        raise ValueError("the Authorization header's Basic credentials are not base64 of key: (UTF-8)") from None
     return decoded.split(":", 1)[0] or None
 
 

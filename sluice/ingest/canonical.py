@@ -28,6 +28,35 @@ _HANDLED = frozenset(
 )
 
 
+# orjson writes at most this many levels of nested arrays and objects (its own limit): a message nested
+# deeper cannot be stored, so it is refused with that reason. Not a setting: no larger value could work.
+MAX_NESTING = 254
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether `value` nests arrays and objects more than `limit` levels deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def dumps(value: Any, what: str) -> bytes:
+    """JSON bytes, or Rejected with a reason the sender can act on (never a 500)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as e:
+        if "ecursion" in str(e):
+            raise Rejected(f"{what} is nested more than {MAX_NESTING} levels deep", "too_deep") from None
+        raise Rejected(f"{what} cannot be stored as JSON: {e}", "bad_json") from None
+
+
 class Rejected(ValueError):
     """A message that fails validation; `reason` is shown to the sender and counted in metrics."""
 
@@ -60,7 +89,7 @@ class Arrival:
     def now(cls, sent_at: datetime | None = None, **kw: Any) -> Arrival:
         received_ms = time.time_ns() // 1_000_000
         if kw.get("context"):
-            kw["allowance"] = 256 + len(orjson.dumps(kw["context"]))
+            kw["allowance"] = 256 + len(dumps(kw["context"], "the batch's context"))
         if sent_at is not None:
             kw["sent_ms"] = epoch_ms(sent_at)
             kw["sent_iso"] = iso_ms(kw["sent_ms"])
@@ -270,7 +299,7 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
         if key not in _HANDLED:
             out[key] = value
 
-    body = orjson.dumps(out)
+    body = dumps(out, "message")
     # The limit is on the message as sent; the canonical form also carries what sluice added (the
     # merged batch context, the timestamps, a messageId), so that much more is allowed here.
     if len(body) > limits.max_message_bytes + arrival.allowance:

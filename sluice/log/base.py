@@ -21,6 +21,9 @@ class Record(NamedTuple):
     received_ms: int
     shape: bytes  # digest of the message's key structure (sluice/ingest/shape.py): loaders plan per shape
     body: bytes  # canonical JSON
+    # An older messageId the same message may have been stored under (Drip webhooks before their ids were
+    # scoped to the source): seen within the dedup window, it makes this record a duplicate too.
+    also_seen_as: str | None = None
 
 
 class Entry(NamedTuple):

@@ -1,14 +1,14 @@
 """The embedded log: a SQLite database in WAL mode with group commit.
 
-One writer thread owns the write connection. Requests queue their records and await a future;
-the writer drains everything queued, writes it in one transaction and commits with fsync
-(synchronous=FULL), then resolves every waiting request at once. So a 200 always means "on
-disk", and concurrent requests share one fsync.
+One writer thread owns the write connection (`writer.py`): requests queue their records and await a
+future; the writer drains everything queued, writes it in one transaction and commits with fsync
+(synchronous=FULL), then resolves every waiting request at once. So a 200 always means "on disk", and
+concurrent requests share one fsync. The delivery state's writes and the prunes go through the same
+thread: the server has one writer of log.db.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 import time
@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from sluice.datadir import sqlite_error
 from sluice.log.base import Entry, Log, LogError, Record
+from sluice.log.writer import Writer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -34,8 +36,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 _SEEN_CHUNK = 8000
 _PRUNE_SEEN_EVERY_S = 60.0
 
-_Waiter = tuple[Sequence[Record], asyncio.Future[list[bool]], asyncio.AbstractEventLoop]
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -51,108 +51,96 @@ class SqliteLog(Log):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._dedup_window_ms = dedup_window_seconds * 1000
-        self._wdb = _connect(path)
-        self._wdb.executescript(_SCHEMA)
-        self._head = int(self._wdb.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-        if not readonly:  # a log written before generations existed adopts one, like a new log
-            self._wdb.execute("INSERT INTO meta VALUES ('generation', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
-        row = self._wdb.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        self._generation = str(row[0]) if row else ""
         self._local = threading.local()
-        self._pending: list[_Waiter] = []
-        self._cv = threading.Condition()
         self._committed = threading.Condition()
         self._closed = False
         self._last_seen_prune = 0.0
-        self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
+        try:
+            self._wdb = _connect(path)
+            self._wdb.executescript(_SCHEMA)
+            self._head = int(self._wdb.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+            if not readonly:  # a log written before generations existed adopts one, like a new log
+                self._wdb.execute(
+                    "INSERT INTO meta VALUES ('generation', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,)
+                )
+            row = self._wdb.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            self._generation = str(row[0]) if row else ""
+        except sqlite3.DatabaseError as e:  # damaged, locked, unreadable: one clear line, not a traceback
+            raise sqlite_error(path, e) from None
+        self.writer: Writer | None = None
         if not readonly:
-            self._writer.start()
+            self.writer = Writer(self._wdb, self._append, self._moved)
+            self.writer.register("prune", self._prune)
 
-    # -- writing ----------------------------------------------------------------------------
+    # -- writing (on the writer's thread) ----------------------------------------------------
 
     async def append(self, records: Sequence[Record]) -> list[bool]:
         if not records:
             return []
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[bool]] = loop.create_future()
-        with self._cv:
-            if self._closed:
-                raise LogError("the log is closed")
-            self._pending.append((records, fut, loop))
-            self._cv.notify()
-        return await fut
+        if self.writer is None:
+            raise LogError("this log was opened read-only")
+        return await self.writer.append(records)
 
-    def _write_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending and not self._closed:
-                    self._cv.wait()
-                if not self._pending and self._closed:
-                    return
-                group, self._pending = self._pending, []
-            try:
-                results = self._commit(group)
-            except Exception as e:  # disk full, I/O error: every waiter hears about it
-                error = LogError(f"could not write to the log: {e}")
-                self._resolve(group, [None] * len(group), error)
-                continue
-            self._resolve(group, results, None)
-
-    def _commit(self, group: list[_Waiter]) -> list[list[bool]]:
-        db = self._wdb
+    def _append(self, db: sqlite3.Connection, groups: list[Sequence[Record]]) -> list[list[bool]]:
         now_ms = int(time.time() * 1000)
-        ids = [r.message_id for records, _, _ in group for r in records]
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            fresh: set[str] = set()
-            for i in range(0, len(ids), _SEEN_CHUNK):
-                chunk = ids[i : i + _SEEN_CHUNK]
-                sql = (
-                    "INSERT INTO seen (message_id, at) VALUES "
-                    + ",".join(["(?,?)"] * len(chunk))
-                    + " ON CONFLICT DO NOTHING RETURNING message_id"
-                )
-                params = [v for mid in chunk for v in (mid, now_ms)]
-                fresh.update(row[0] for row in db.execute(sql, params))
-            results: list[list[bool]] = []
-            rows: list[tuple[int, int, int, bytes]] = []
-            for records, _, _ in group:
-                flags = []
-                for r in records:
-                    # The first occurrence of a new id is stored; repeats (even in this group) are not.
-                    if r.message_id in fresh:
-                        fresh.discard(r.message_id)
-                        rows.append((r.source_id, r.received_ms, r.shape, r.body))
-                        flags.append(True)
-                    else:
-                        flags.append(False)
-                results.append(flags)
-            if rows:
-                db.executemany(
-                    "INSERT INTO events (source_id, received_at, shape, body) VALUES (?, ?, ?, ?)", rows
-                )
-            if time.monotonic() - self._last_seen_prune > _PRUNE_SEEN_EVERY_S:
-                self._last_seen_prune = time.monotonic()
-                db.execute("DELETE FROM seen WHERE at < ?", (now_ms - self._dedup_window_ms,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        ids = [r.message_id for records in groups for r in records]
+        fresh: set[str] = set()
+        for i in range(0, len(ids), _SEEN_CHUNK):
+            chunk = ids[i : i + _SEEN_CHUNK]
+            sql = (
+                "INSERT INTO seen (message_id, at) VALUES "
+                + ",".join(["(?,?)"] * len(chunk))
+                + " ON CONFLICT DO NOTHING RETURNING message_id"
+            )
+            params = [v for mid in chunk for v in (mid, now_ms)]
+            fresh.update(row[0] for row in db.execute(sql, params))
+        # A record may also be known by an older id (a Drip webhook stored before its ids were scoped to
+        # the source): within the dedup window, a retry of it is a duplicate too.
+        older = [r.also_seen_as for records in groups for r in records if r.also_seen_as and r.message_id in fresh]
+        known_older: set[str] = set()
+        for i in range(0, len(older), _SEEN_CHUNK):
+            chunk = older[i : i + _SEEN_CHUNK]
+            sql = f"SELECT message_id FROM seen WHERE message_id IN ({','.join('?' * len(chunk))})"
+            known_older.update(row[0] for row in db.execute(sql, chunk))
+        results: list[list[bool]] = []
+        rows: list[tuple[int, int, int, bytes]] = []
+        for records in groups:
+            flags = []
+            for r in records:
+                # The first occurrence of a new id is stored; repeats (even in this group) are not.
+                if r.message_id in fresh and r.also_seen_as not in known_older:
+                    fresh.discard(r.message_id)
+                    rows.append((r.source_id, r.received_ms, r.shape, r.body))
+                    flags.append(True)
+                else:
+                    flags.append(False)
+            results.append(flags)
         if rows:
-            head = int(db.execute("SELECT max(seq) FROM events").fetchone()[0])
-            with self._committed:
-                self._head = head
-                self._committed.notify_all()
+            db.executemany("INSERT INTO events (source_id, received_at, shape, body) VALUES (?, ?, ?, ?)", rows)
+        if time.monotonic() - self._last_seen_prune > _PRUNE_SEEN_EVERY_S:
+            self._last_seen_prune = time.monotonic()
+            db.execute("DELETE FROM seen WHERE at < ?", (now_ms - self._dedup_window_ms,))
         return results
 
-    @staticmethod
-    def _resolve(group: list[_Waiter], results: list, error: Exception | None) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[bool]], object]]] = {}
-        for (_, fut, loop), result in zip(group, results, strict=True):
-            by_loop.setdefault(loop, []).append((fut, result))
-        for loop, items in by_loop.items():
-            # One wake-up per event loop per commit, not one per request.
-            loop.call_soon_threadsafe(_settle, items, error)
+    def _moved(self) -> None:
+        """After a commit that stored events: publish the new head to waiting workers."""
+        head = int(self._wdb.execute("SELECT max(seq) FROM events").fetchone()[0])
+        with self._committed:
+            self._head = head
+            self._committed.notify_all()
+
+    def _prune(self, db: sqlite3.Connection, keep_after: dict[int, int], older_than_ms: int) -> int:
+        dropped = 0
+        for source_id, seq in keep_after.items():
+            # Never the log's newest row: SQLite numbers the next insert max(seq) + 1, and seqs must
+            # keep rising past every cursor, or new events would hide behind them.
+            cur = db.execute(
+                "DELETE FROM events WHERE source_id = ? AND seq <= ? AND received_at < ?"
+                " AND seq < (SELECT max(seq) FROM events)",
+                (source_id, seq, older_than_ms),
+            )
+            dropped += cur.rowcount
+        return dropped
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -197,18 +185,9 @@ class SqliteLog(Log):
         return int(row[0] or 0)
 
     def prune(self, keep_after: dict[int, int], older_than_ms: int) -> int:
-        dropped = 0
-        db = self._rdb()
-        for source_id, seq in keep_after.items():
-            # Never the log's newest row: SQLite numbers the next insert max(seq) + 1, and seqs must
-            # keep rising past every cursor, or new events would hide behind them.
-            cur = db.execute(
-                "DELETE FROM events WHERE source_id = ? AND seq <= ? AND received_at < ?"
-                " AND seq < (SELECT max(seq) FROM events)",
-                (source_id, seq, older_than_ms),
-            )
-            dropped += cur.rowcount
-        return dropped
+        if self.writer is None:
+            raise LogError("this log was opened read-only")
+        return int(self.writer.call("prune", keep_after=keep_after, older_than_ms=older_than_ms))
 
     def depth(self, source_id: int, after_seq: int) -> int:
         row = self._rdb().execute(
@@ -217,21 +196,9 @@ class SqliteLog(Log):
         return int(row[0])
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        if self._writer.is_alive():
-            self._writer.join(timeout=10)
+        if self.writer is not None:
+            self.writer.close()
         with self._committed:
+            self._closed = True
             self._committed.notify_all()
         self._wdb.close()
-
-
-def _settle(items: list[tuple[asyncio.Future[list[bool]], object]], error: Exception | None) -> None:
-    for fut, result in items:
-        if fut.done():  # the request was cancelled (client went away); its data is stored anyway
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)  # type: ignore[arg-type]

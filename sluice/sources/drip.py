@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from sluice.ingest.canonical import MAX_NESTING, too_deep
+
 # Drip webhook event -> Segment event, as Segment's Drip Source sends them. Both unsubscribe
 # flavours are one Segment event; the campaign one carries campaign_id/campaign_name.
 EMAIL_EVENTS: dict[str, str] = {
@@ -138,12 +140,21 @@ class WebhookMapping:
     messages: list[dict[str, Any]]
     known: bool
     drip_event: str
+    # The messageIds these messages had before ids were scoped to the source, one per message: a Drip
+    # retry of a webhook stored before the upgrade is recognised by them within the dedup window.
+    unscoped_ids: list[str]
 
 
-def map_webhook(payload: Any) -> WebhookMapping:
-    """Map one decoded Drip webhook envelope to Segment messages (identify first, then track)."""
+def map_webhook(payload: Any, scope: str | None = None) -> WebhookMapping:
+    """Map one decoded Drip webhook envelope to Segment messages (identify first, then track).
+
+    messageIds hash the webhook's content, so Drip's retries deduplicate; with `scope` (the source's
+    id) they are the source's own, so that two sources fed by one Drip account each store the webhook
+    (messageIds are deduplicated across sources, as Segment does)."""
     if not isinstance(payload, dict):
         raise DripPayloadError(f"body must be a JSON object, got {_json_type(payload)}")
+    if too_deep(payload):  # deepcopy and hashing below recurse; the message could not be stored anyway
+        raise DripPayloadError(f"the webhook is nested more than {MAX_NESTING} levels deep")
     event = payload.get("event")
     if event is None:
         raise DripPayloadError("`event` is missing")
@@ -191,7 +202,9 @@ def map_webhook(payload: Any) -> WebhookMapping:
     if known and account_id is not None:
         props.setdefault("account_id", str(account_id) if _is_int(account_id) else account_id)
 
-    message_id_base = "drip-" + _digest(payload)
+    digest = _digest(payload)
+    unscoped_base = "drip-" + digest
+    message_id_base = unscoped_base if scope is None else "drip-" + _scoped(scope, digest)
 
     def common(suffix: str) -> dict[str, Any]:
         context: dict[str, Any] = {"library": dict(LIBRARY)}
@@ -208,7 +221,8 @@ def map_webhook(payload: Any) -> WebhookMapping:
     if event not in EMAIL_EVENTS:
         messages.append({"type": "identify", "traits": _traits(subscriber, email), **common("i")})
     messages.append({"type": "track", "event": name, "properties": props, **common("t")})
-    return WebhookMapping(messages=messages, known=known, drip_event=event)
+    unscoped = [f"{unscoped_base}-{m['messageId'].rsplit('-', 1)[1]}" for m in messages]
+    return WebhookMapping(messages=messages, known=known, drip_event=event, unscoped_ids=unscoped)
 
 
 def mapping_table_markdown() -> str:
@@ -281,6 +295,10 @@ def _digest(payload: dict[str, Any]) -> str:
         # orjson refuses integers wider than 64 bits, which json.loads decodes happily.
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _scoped(scope: str, digest: str) -> str:
+    return hashlib.sha256(f"{scope}:{digest}".encode()).hexdigest()[:32]
 
 
 def _is_int(value: Any) -> bool:

@@ -9,7 +9,6 @@ through its admin endpoint.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import pyarrow as pa
 from sluice.warehouse.loader import Caps, Cursor, Dialect, Session, Warehouse
 from sluice.warehouse.naming import quote_ident
 from sluice.warehouse.plan import TableWrite
-from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, reconcile
+from sluice.warehouse.readonly import LOCKED_DOWN, QueryLimits, lock, run_read_only
+from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, reconcile, without_uuid_ts
 from sluice.warehouse.types import DUCKDB_TYPES, ColType
 
 _CURSORS = f"{META}.cursors"
@@ -157,7 +157,8 @@ class DuckDBWarehouse(Warehouse):
         super().__init__(caps or Caps())
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB"}))
+        # Locked down (readonly.py): admin SQL shares this instance, and must reach nothing outside it.
+        self._db = lock(utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB", **LOCKED_DOWN})))
         _meta_ddl(self._db)
         self.refresh_schema()
 
@@ -196,8 +197,15 @@ class DuckDBWarehouse(Warehouse):
             add, drop = reconcile(stored, actual)
             if add or drop:
                 con.execute("BEGIN")
-                con.executemany(f"INSERT INTO {COLUMNS_TABLE} VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", add)
-                con.executemany(f"DELETE FROM {COLUMNS_TABLE} WHERE schema_name = ? AND table_name = ?", drop)
+                for schema, table, ordinal in without_uuid_ts(add):
+                    t = f"{quote_ident(schema)}.{quote_ident(table)}"
+                    con.execute(f"ALTER TABLE {t} ADD COLUMN uuid_ts TIMESTAMPTZ")
+                    con.execute(f"UPDATE {t} SET uuid_ts = loaded_at")
+                    add.append((schema, table, "uuid_ts", "timestamp", ordinal))
+                if add:  # DuckDB's executemany refuses an empty list
+                    con.executemany(f"INSERT INTO {COLUMNS_TABLE} VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", add)
+                if drop:
+                    con.executemany(f"DELETE FROM {COLUMNS_TABLE} WHERE schema_name = ? AND table_name = ?", drop)
                 con.execute("COMMIT")
                 stored = con.execute(
                     f"SELECT schema_name, table_name, column_name, column_type, ordinal FROM {COLUMNS_TABLE}"
@@ -211,12 +219,9 @@ class DuckDBWarehouse(Warehouse):
         engine = duckdb.IOException | duckdb.OutOfMemoryException | duckdb.TransactionException
         return isinstance(error, engine | MemoryError | OSError)
 
-    def query(self, sql: str) -> dict[str, Any]:
-        cur = self._db.cursor()
-        try:
-            return _result(cur.execute(sql))
-        finally:
-            cur.close()
+    def query(self, sql: str, limits: QueryLimits) -> dict[str, Any]:
+        """Admin SQL: read-only, on a connection of its own (never the loader's), within `limits`."""
+        return run_read_only(self._db.cursor(), sql, limits)
 
     def close(self) -> None:
         for consumer in list(self._sessions):
@@ -231,29 +236,6 @@ def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _result(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    if not cur.description:
-        return {"columns": [], "rows": []}
-    return {"columns": [d[0] for d in cur.description], "rows": [_portable(r) for r in cur.fetchall()]}
-
-
-_INT64 = range(-(2**63), 2**63)
-
-
-def _portable(row: tuple[Any, ...]) -> list[Any]:
-    """Values JSON can carry the same way whether the result crosses the admin API or not: integers
-    beyond 64 bits (HUGEINT sums) and NaN/infinities become their text."""
-    out = list(row)
-    for i, v in enumerate(out):
-        if (type(v) is int and v not in _INT64) or (type(v) is float and not math.isfinite(v)):
-            out[i] = str(v)
-    return out
-
-
-def query_file(path: Path, sql: str) -> dict[str, Any]:
-    """Run SQL on the warehouse file directly (no server running)."""
-    con = utc(duckdb.connect(str(path), read_only=True))
-    try:
-        return _result(con.execute(sql))
-    finally:
-        con.close()
+def query_file(path: Path, sql: str, limits: QueryLimits) -> dict[str, Any]:
+    """Admin SQL on the warehouse file directly (no server running), with the server's restrictions."""
+    return run_read_only(lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN))), sql, limits)

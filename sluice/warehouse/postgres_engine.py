@@ -22,7 +22,7 @@ from sluice.warehouse.duckdb_engine import utc
 from sluice.warehouse.loader import Caps, Cursor, Dialect, Session, Warehouse
 from sluice.warehouse.naming import quote_ident
 from sluice.warehouse.plan import TableWrite
-from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, reconcile
+from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, reconcile, without_uuid_ts
 from sluice.warehouse.types import ColType
 
 PG_TYPES = {
@@ -227,6 +227,11 @@ class PostgresWarehouse(Warehouse):
             ).fetchall()
             add, drop = reconcile([tuple(r) for r in stored], [tuple(r) for r in actual])
             if add or drop:
+                for schema, table, ordinal in without_uuid_ts(add):
+                    t = f"{quote_ident(schema)}.{quote_ident(table)}"
+                    conn.execute(f"ALTER TABLE {t} ADD COLUMN uuid_ts timestamptz DEFAULT now()")
+                    conn.execute(f"UPDATE {t} SET uuid_ts = loaded_at")
+                    add.append((schema, table, "uuid_ts", "timestamp", ordinal))
                 with conn.cursor() as cur:
                     cur.executemany(f"INSERT INTO {COLUMNS_TABLE} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                                     add)

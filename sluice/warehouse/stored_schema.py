@@ -71,3 +71,12 @@ def reconcile(stored: list[tuple[str, str, str, str, int]], actual: list[Row]) -
         add += [(key[0], key[1], c, from_sql_type(t).value, i) for i, (c, t) in enumerate(cols)]
     drop = sorted(stored_tables - set(actual_cols))
     return add, drop
+
+
+def without_uuid_ts(adopted: list[tuple[str, str, str, str, int]]) -> list[tuple[str, str, int]]:
+    """Adopted tables written by sluice 0.1 (a `loaded_at`, no `uuid_ts`): (schema, table, next ordinal).
+    They get `uuid_ts` when adopted, filled from `loaded_at`, so every table has it."""
+    cols: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column, _, _ in adopted:
+        cols.setdefault((schema, table), set()).add(column)
+    return [(s, t, len(c)) for (s, t), c in cols.items() if "loaded_at" in c and "uuid_ts" not in c]

@@ -1,0 +1,124 @@
+"""The admin API: its own Starlette app, served by `sluice serve` on a listener of its own
+(127.0.0.1:8089 by default), so that exposing ingest never exposes it.
+
+Every path needs the admin token (`<data-dir>/admin-token`, as `Authorization: Bearer ...`), checked
+in one place: `RequireToken`, around the whole app. A later router (the reports API, the console) is
+one more entry in `routes` and gets the same check for free.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sluice.delivery.state import CLI_OPS
+from sluice.ingest.app import error_handlers, json_response
+from sluice.ingest.body import BadRequest, decode_json, read_body
+from sluice.settings import Settings
+
+
+@dataclass
+class AdminServices:
+    """What the admin endpoints need; the server assembles it."""
+
+    settings: Settings
+    admin_token: str
+    query: Callable[[str], dict[str, Any]]  # read-only SQL on the warehouse, within the query limits
+    status: Callable[[], dict[str, Any]]  # the log's head and every destination's delivery status
+    # Applies one of the delivery state's named writes through the log's single writer (the CLI's
+    # replays, re-drives and removals, while the server runs).
+    delivery_state: Callable[..., Any]
+
+
+class RequireToken:
+    """The one place the admin token is checked: every request to the admin listener passes here."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            response = json_response(
+                {"success": False, "error": "admin token required (Authorization: Bearer <data-dir>/admin-token)"},
+                401,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        token = header[7:].strip() if header[:7].lower() == b"bearer " else b""
+        # A write key never opens this: only the admin token kept in the data dir does.
+        return bool(token) and hmac.compare_digest(token, self._token)
+
+
+def _services(request: Request) -> AdminServices:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def admin_query(request: Request) -> Response:
+    services = _services(request)
+    try:
+        payload = decode_json(await read_body(request, services.settings.max_request_bytes))
+        if not isinstance(payload, dict) or not isinstance(payload.get("sql"), str):
+            raise BadRequest('body must be {"sql": "..."}', "bad_query")
+    except BadRequest as e:
+        return json_response({"success": False, "error": e.message}, e.status)
+    try:
+        result = await run_in_threadpool(services.query, payload["sql"])
+    except Exception as e:  # refused (QueryRefused), stopped, or the user's SQL failed: tell them why
+        return json_response({"error": str(e)}, 400)
+    return Response(orjson.dumps(result, default=str), media_type="application/json")
+
+
+async def admin_status(request: Request) -> Response:
+    return json_response(await run_in_threadpool(_services(request).status))
+
+
+async def admin_delivery_state(request: Request) -> Response:
+    """`{"op": name, "args": {...}}`: one of the delivery state's writes the CLI may ask for."""
+    services = _services(request)
+    try:
+        payload = decode_json(await read_body(request, services.settings.max_request_bytes))
+    except BadRequest as e:
+        return json_response({"success": False, "error": e.message}, e.status)
+    op = payload.get("op") if isinstance(payload, dict) else None
+    args = payload.get("args") if isinstance(payload, dict) else None
+    if op not in CLI_OPS or not isinstance(args, dict):
+        return json_response({"error": f'body must be {{"op": one of {sorted(CLI_OPS)}, "args": {{...}}}}'}, 400)
+    try:
+        answer = await run_in_threadpool(lambda: services.delivery_state(op, **args))
+    except TypeError as e:  # wrong arguments for the operation
+        return json_response({"error": str(e)}, 400)
+    return json_response({"result": answer})
+
+
+ADMIN_ROUTES: list[BaseRoute] = [
+    Route("/admin/query", admin_query, methods=["POST"]),
+    Route("/admin/status", admin_status, methods=["GET"]),
+    Route("/admin/delivery-state", admin_delivery_state, methods=["POST"]),
+]
+
+
+def create_admin_app(services: AdminServices, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The admin app: its own routes plus `routes` (later: /api/reports/..., the console)."""
+    app = Starlette(
+        routes=[*ADMIN_ROUTES, *routes],
+        middleware=[Middleware(RequireToken, token=services.admin_token)],
+        exception_handlers=error_handlers(),
+    )
+    app.state.services = services
+    return app
