@@ -47,6 +47,7 @@ class Worker(threading.Thread):
         self._halt = threading.Event()
         self._attempts = 0
         self._failing_since: float | None = None
+        self._bound = False  # the target's cursor checked against this log
         # What the rest of the server may know of this worker without waiting on its destination (a
         # PostgreSQL that is down blocks for its connect timeout): status, /metrics, /health and prunes.
         self.known_position: int | None = None
@@ -66,28 +67,25 @@ class Worker(threading.Thread):
         since = self._failing_since
         return None if since is None else time.monotonic() - since
 
-    def _bind(self) -> bool:
-        """Check the target's cursor belongs to this log; until it does, say why and deliver nothing."""
+    def _bind(self) -> None:
+        """Before the first delivery: the target's cursor must belong to this log. Until it does (or while
+        the destination cannot be reached to check), this fails like any delivery: retried with backoff,
+        shown in status and /health."""
         try:
             self.target.bind_log(self.log)
         except LogMismatch as e:
             message = f"{e}. Stop the server and run `sluice recover` (docs/configuration.md#recovery)"
             logger.error("delivery %s -> %s: %s", self.source.schema, self.target.label, message)
-            self.state.record_error(self.target.consumer, message)
-            return False
-        except Exception as e:  # the destination is unreachable: check again when it answers
-            self.state.record_error(self.target.consumer, f"{type(e).__name__}: {e}")
-            return False
-        return True
+            raise TransientError(message) from None
+        self._bound = True
 
     def run(self) -> None:
         try:
-            while not self._bind():
-                if self._halt.wait(self.settings.retry_max_seconds):
-                    return
             while not self._halt.is_set():
                 head = self.log.head()
                 try:
+                    if not self._bound:
+                        self._bind()
                     busy = self._redrive() or self._replay() or self._step()
                 except Exception as e:
                     error = e if isinstance(e, TransientError) else TransientError(f"{type(e).__name__}: {e}")
