@@ -447,6 +447,28 @@ def build_rows(cfg: Config, r: dict[str, Any]) -> tuple[list[list[str]], dict[st
         "; ".join(f"{k} {v:.0f} MB" for k, v in peaks.items()), "", f"≤ {TARGETS['peak_rss_mb']:.0f} MB",
         _met(head["peak_rss_mb"] <= TARGETS["peak_rss_mb"]),
     ])
+    w = r["wide"]
+    head["wide_ratio"] = w["all_columns_ratio"]
+    per = lambda rows: ", ".join(f"{x['properties']:,}: {x['load_s']:.2f} s" for x in rows)  # noqa: E731
+    rows.append([
+        "6a", "Wide event: one track with 100 to 2,000 new integer properties into a fresh warehouse, cap raised"
+        " to 2,500 columns (every property a column); cost per column, 2,000 ÷ 100",
+        f"{w['all_columns_ratio']:.2f}x", "", f"load time by properties: {per(w['all_columns'])}", "in-process",
+        "flat (≈ 1x)", _met(w["all_columns_ratio"] <= 1.5),
+    ])
+    rows.append([
+        "6b", "The same with the default cap of 500 columns (the rest go to discards); cost per property, 2,000 ÷ 100",
+        f"{w['capped_ratio']:.2f}x", "", f"load time by properties: {per(w['capped'])}", "in-process", "", "",
+    ])
+    fl = w["flood"]
+    rows.append([
+        "6c", f"Flood: {fl['flood_properties']:,} new properties in 10 messages into source A while source B loads"
+        " 1,000-event batches on its own connection",
+        f"A: {fl['flood_load_s']:.2f} s", "",
+        f"A capped at {fl['columns']} columns, {fl['discards']:,} values in discards; B's slowest batch during the"
+        f" flood {fl['b_max_during_s']:.2f} s (alone {fl['b_median_alone_s']:.2f} s, {fl['b_batches_during']}"
+        " batches meanwhile)", "in-process", "B never stalls", _met(fl["b_batches_during"] > 0),
+    ])
     return rows, head
 
 
@@ -624,6 +646,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("single", lambda: phase_single(cfg, workdir, prof)),
         ("fresh", lambda: phase_fresh(cfg, workdir, prof)),
         ("load", lambda: phase_load(cfg, workdir, with_dlt)),
+        ("wide", lambda: _json_subprocess(["-m", "bench.wide", *(["--quick"] if args.quick else [])], 1800)),
     ):
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)

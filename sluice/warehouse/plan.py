@@ -39,8 +39,11 @@ from sluice.warehouse.types import ColType, cast_sql, infer, standard_cast_sql
 
 # Shapes wider than this are flattened in Python: DuckDB looks each path up by walking its object's keys.
 FAST_MAX_LEAVES = 64
-# Per feed, the most frequent shapes up to this many go through DuckDB, the rarer ones through Python.
+# Per feed, the most frequent shapes up to this many go through DuckDB, the rarer ones through Python ...
 FAST_MAX_SHAPES = 32
+# ... as long as their columns and leaves stay within this many: DuckDB plans each expression of a
+# SELECT list separately, so a very wide projection costs more to plan than Python costs to flatten.
+FAST_MAX_SLOTS = 256
 STANDARD_TABLES = frozenset({"tracks", "identifies", "users", "pages", "screens", "groups", "aliases", DISCARDS})
 
 Known = Mapping[str, Mapping[str, ColType]]  # table -> column -> type, for one schema
@@ -53,6 +56,7 @@ class Limits:
     max_event_tables: int  # per schema
     fast_max_leaves: int = FAST_MAX_LEAVES
     fast_max_shapes: int = FAST_MAX_SHAPES
+    fast_max_slots: int = FAST_MAX_SLOTS
 
 
 @dataclass
@@ -213,8 +217,17 @@ class _BatchPlanner:
         self.feeds: list[_FeedPlan] = []
         for gs in feeds.values():
             by_rows = sorted(gs, key=lambda g: (-self.shape_rows[g], self.shape_first[g]))
-            narrow = [g for g in by_rows if self.shapes[g].width <= self.limits.fast_max_leaves]
-            fast = sorted(narrow[: self.limits.fast_max_shapes])
+            fast, keys = [], set()
+            for g in by_rows:  # the most frequent narrow shapes, while their columns fit the budget
+                shape = self.shapes[g]
+                more = {(t, c) for t, lay in shape.layouts.items() for c in lay.columns} | {
+                    (t, leaf.pointer) for t, lay in shape.layouts.items() for leaf, _ in lay.leaves}
+                if (shape.width > self.limits.fast_max_leaves or len(fast) >= self.limits.fast_max_shapes
+                        or len(keys | more) > self.limits.fast_max_slots):
+                    continue
+                fast.append(g)
+                keys |= more
+            fast.sort()
             slow = sorted(set(gs) - set(fast))
             first = min(self.entries[self.shape_first[g]].seq for g in gs)
             self.feeds.append(_FeedPlan(self.shapes[gs[0]].feed, sorted(gs), fast, slow, first))
@@ -394,7 +407,9 @@ class _BatchPlanner:
         return out
 
     def _slow_relation(self, fp: _FeedPlan, rows: list[_SlowRow], name: str) -> tuple[pa.Table | None, pa.Table | None]:
-        """The slow rows' slots (text, through json_extract_string like the fast path's) and their discards."""
+        """The slow rows' slots and their discards. A slot holds a value's text as the fast path extracts it:
+        strings and booleans are written here; numbers and arrays are rendered by DuckDB's own
+        json_extract_string, all in one statement (DuckDB and Python write numbers differently)."""
         if not rows:
             return None, None
         slots: dict[str, list[Any]] = {"seq": []}
@@ -409,11 +424,21 @@ class _BatchPlanner:
                          ("same", None if same is None else orjson.dumps(same).decode())):
                 disc[k].append(v)
 
+        pending: list[tuple[list[Any], int, str]] = []  # (slot list, index, JSON) rendered by DuckDB below
+
+        def text(column: list[Any], value: Any) -> None:
+            if value is None or isinstance(value, str):
+                column.append(value)
+            elif isinstance(value, bool):
+                column.append("true" if value else "false")
+            else:
+                pending.append((column, len(column), orjson.dumps(value).decode()))
+                column.append(None)
+
         for entry, msg, g, values, per_table in rows:
             slots["seq"].append(entry.seq)
             for pointer, slot in fp.std_slots.items():
-                v = msg.get(pointer[1:])
-                slots[slot].append(None if v is None else orjson.dumps(v).decode())
+                text(slots[slot], msg.get(pointer[1:]))
             for table, tv in per_table.items():
                 if table in self.refused_tables:
                     for leaf, label in self.shapes[g].layouts[table].leaves:
@@ -429,16 +454,17 @@ class _BatchPlanner:
                     if col not in self.columns_of[table]:
                         discard(entry.seq, table, col, value, self._column_cap_reason(table))
             for (table, col), slot in keep.items():
-                tv = per_table[table]
-                v = tv.winners.get(col)
-                slots[slot].append(None if v is None else orjson.dumps(v).decode())
-        raw = pa.table({k: pa.array(v, pa.int64() if k == "seq" else pa.string()) for k, v in slots.items()})
-        self.stage.register(f"{name}_json", raw)
-        conv = ", ".join(f"json_extract_string({s}, '$') AS {s}" for s in slots if s != "seq")
-        try:
-            table = self.stage.sql(f"SELECT seq, {conv} FROM {name}_json").to_arrow_table()
-        finally:
-            self.stage.unregister(f"{name}_json")
+                text(slots[slot], per_table[table].winners.get(col))
+        if pending:
+            rendered = pa.table({"v": pa.array([j for _, _, j in pending], pa.string())})
+            self.stage.register(f"{name}_json", rendered)
+            try:
+                texts = self.stage.execute(f"SELECT json_extract_string(v, '$') FROM {name}_json").fetchall()
+            finally:
+                self.stage.unregister(f"{name}_json")
+            for (column, i, _), (t,) in zip(pending, texts, strict=True):
+                column[i] = t
+        table = pa.table({k: pa.array(v, pa.int64() if k == "seq" else pa.string()) for k, v in slots.items()})
         long = None
         if disc["seq"]:
             long = pa.table({k: pa.array(v, pa.int64() if k == "seq" else pa.string()) for k, v in disc.items()})
@@ -505,6 +531,11 @@ class _BatchPlanner:
     # -- 4. SQL --------------------------------------------------------------------------------------
 
     def _writes(self, fp: _FeedPlan, rel: str, has: set[str]) -> tuple[list[TableWrite], list[str]]:
+        """The SELECTs of one feed: rows per table, and discards.
+
+        DuckDB plans each expression of a SELECT list at a cost of its own (about a millisecond for a
+        guarded cast), so a table's typed columns are cast through one lambda per type over a list of
+        their slots, not one expression per column: a 500-column table plans in a fraction of a second."""
         writes, discards = [], []
         rid = fp.std_slots["/messageId"]
         received = standard_cast_sql(fp.std_slots["/receivedAt"], ColType.TIMESTAMP)
@@ -520,54 +551,69 @@ class _BatchPlanner:
                     exprs.append(sql_string(fp.feed.event_table))
                 else:
                     exprs.append(standard_cast_sql(fp.std_slots[std.pointer], std.type))
-            checks = []  # (value expression, column label, reason) for discards of this table
+            typed: dict[ColType, list[tuple[str, str]]] = {}
+            over_cap: list[tuple[str, str]] = []
             for (t, col), slot in fp.col_slots.items():
                 if t != table or slot not in has:
                     continue
                 if col in known:
-                    names.append(col)
-                    typ = known[col]
-                    exprs.append(cast_sql(slot, typ))
-                    if typ is not ColType.VARCHAR:
-                        bad = f"CASE WHEN {slot} IS NOT NULL AND ({cast_sql(slot, typ)}) IS NULL THEN {slot} END"
-                        checks.append((bad, col, f"cannot be stored in the {typ} column {col}"))
+                    typed.setdefault(known[col], []).append((col, slot))
                 else:
-                    checks.append((slot, col, self._column_cap_reason(table)))
+                    over_cap.append((col, slot))
+            lists, bads, items = [], [], []
+            for typ, cols in typed.items():
+                names += [c for c, _ in cols]
+                slots = ", ".join(s for _, s in cols)
+                if typ is ColType.VARCHAR:
+                    exprs += [s for _, s in cols]
+                    continue
+                lists.append(f"list_transform([{slots}], lambda x: {cast_sql('x', typ)}) AS l_{typ}")
+                exprs += [f"l_{typ}[{i + 1}]" for i in range(len(cols))]
+                bad = f"CASE WHEN x IS NOT NULL AND ({cast_sql('x', typ)}) IS NULL THEN x END"
+                bads.append(f"list_transform([{slots}], lambda x: {bad}) AS b_{typ}")
+                labels = ", ".join(sql_string(c) for c, _ in cols)
+                reason = sql_string(f"cannot be stored in the {typ} column ")
+                items.append(f"list_transform(list_zip([{labels}], b_{typ}), lambda p: {{'c': p[1], 'v': p[2],"
+                             f" 'r': {reason} || p[1]}})")
+            source = f"(SELECT *, {', '.join(lists)} FROM {rel})" if lists else rel
             if kind.upsert:
                 user = fp.std_slots["/userId"]
                 inner = ", ".join(["seq", *(f"{e} AS v{i}" for i, e in enumerate(exprs))])
                 aggs = ["v0"] + [f"arg_max(v{i}, seq) FILTER (WHERE v{i} IS NOT NULL)" for i in range(1, len(exprs))]
-                select = (f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {rel} WHERE {user} IS NOT NULL)"
+                select = (f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {source} WHERE {user} IS NOT NULL)"
                           " GROUP BY v0")
                 writes.append(TableWrite(table, kind, names, select))
                 continue  # what users cannot store is recorded once, against identifies
-            writes.append(TableWrite(table, kind, names, f"SELECT {', '.join(exprs)} FROM {rel}"))
-            checks += [(slot, label, reason) for slot, (t, label, reason) in fp.discard_slots.items()
-                       if t == table and slot in has]
-            if checks:
-                items = ", ".join(
-                    f"{{'c': {sql_string(label)}, 'v': {v}, 'r': {sql_string(reason)}}}" for v, label, reason in checks
-                )
-                any_bad = " OR ".join(f"({v}) IS NOT NULL" for v, _, _ in checks)
-                discards.append(
-                    f"SELECT {sql_string(table)}, d.c, row_id, d.v, d.r, received_at FROM"
-                    f" (SELECT {rid} AS row_id, {received} AS received_at, unnest([{items}]) AS d"
-                    f" FROM {rel} WHERE {any_bad}) WHERE d.v IS NOT NULL"
-                )
+            writes.append(TableWrite(table, kind, names, f"SELECT {', '.join(exprs)} FROM {source}"))
+            if over_cap:
+                labels = ", ".join(sql_string(c) for c, _ in over_cap)
+                reason = sql_string(self._column_cap_reason(table))
+                items.append(f"list_transform(list_zip([{labels}], [{', '.join(s for _, s in over_cap)}]),"
+                             f" lambda p: {{'c': p[1], 'v': p[2], 'r': {reason}}})")
+            discards += self._discards_sql(fp, table, rel, bads, items, rid, received, has)
         # Tables refused by the cap write nothing; their properties are discard slots like the others.
-        for table in {t for t, _ in fp.feed.tables} & self.refused_tables:
-            checks = [(slot, label, reason) for slot, (t, label, reason) in fp.discard_slots.items()
-                      if t == table and slot in has]
-            if checks:
-                items = ", ".join(
-                    f"{{'c': {sql_string(label)}, 'v': {v}, 'r': {sql_string(reason)}}}" for v, label, reason in checks
-                )
-                discards.append(
-                    f"SELECT {sql_string(table)}, d.c, row_id, d.v, d.r, received_at FROM"
-                    f" (SELECT {rid} AS row_id, {received} AS received_at, unnest([{items}]) AS d FROM {rel})"
-                    " WHERE d.v IS NOT NULL"
-                )
+        for table in sorted({t for t, _ in fp.feed.tables} & self.refused_tables):
+            discards += self._discards_sql(fp, table, rel, [], [], rid, received, has)
         return writes, discards
+
+    @staticmethod
+    def _discards_sql(fp: _FeedPlan, table: str, rel: str, bads: list[str], items: list[str], rid: str,
+                      received: str, has: set[str]) -> list[str]:
+        """One SELECT of (table_name, column_name, row_id, value, reason, received_at) for a table, from
+        lists of candidate discards (a NULL value means nothing to discard)."""
+        fixed = [f"{{'c': {sql_string(label)}, 'v': {slot}, 'r': {sql_string(reason)}}}"
+                 for slot, (t, label, reason) in fp.discard_slots.items() if t == table and slot in has]
+        if fixed:
+            items = [*items, f"[{', '.join(fixed)}]"]
+        if not items:
+            return []
+        every = items[0] if len(items) == 1 else f"list_concat({', '.join(items)})"
+        source = f"(SELECT *, {', '.join(bads)} FROM {rel})" if bads else rel
+        return [
+            f"SELECT {sql_string(table)}, d.c, row_id, d.v, d.r, received_at FROM"
+            f" (SELECT {rid} AS row_id, {received} AS received_at,"
+            f" unnest(list_filter({every}, lambda d: d.v IS NOT NULL)) AS d FROM {source})"
+        ]
 
     def run(self) -> BatchPlan:
         self._group()
