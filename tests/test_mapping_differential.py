@@ -6,8 +6,8 @@ both paths of extraction, the engine) and through tests/reference_mapping.py, a 
 reading of the docs. Tables, columns, types, rows and discards must be equal, value for value.
 
 The number of examples is fixed and derandomised, so CI runs the same cases every time:
-EXAMPLES per engine and per extraction path (DuckDB: three splits between the paths;
-PostgreSQL: two). Run with SLUICE_DIFF_EXAMPLES=2000 to search wider.
+EXAMPLES (100) per engine and extraction path: DuckDB with three splits between the paths and
+PostgreSQL with two, so 300 and 200 sequences of batches in all. Run with SLUICE_DIFF_EXAMPLES=2000 to search wider.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from sluice.warehouse.postgres_engine import PostgresWarehouse
 from sluice.warehouse.readonly import QueryLimits
 from sluice.warehouse.types import from_sql_type
 
-EXAMPLES = int(os.environ.get("SLUICE_DIFF_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SLUICE_DIFF_EXAMPLES", "100"))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Small caps, so that batches often reach them: 9 standard + 2 load-time columns leave 5 for properties.
 CAPS = Caps(max_columns=16, max_event_tables=3)
