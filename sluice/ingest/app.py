@@ -27,7 +27,7 @@ from sluice.log.base import Log, LogError, Record
 from sluice.metrics import Metrics
 from sluice.settings import Settings
 from sluice.sources import segment_webhooks
-from sluice.sources.drip import DripPayloadError, map_webhook
+from sluice.sources.drip import DripPayloadError, map_webhook, without_ip
 
 _OK = b'{"success":true}'
 # analytics.js posts each call to the first letter of its type; /v1/b is its batch.
@@ -208,11 +208,12 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     if not mapping.known:
         services.metrics.drip_unknown.labels(source.schema).inc()
     arrival = Arrival.now(keep_ip=source.store_ips)  # never the peer's address: that is Drip's server
+    messages = mapping.messages if source.store_ips else [without_ip(m) for m in mapping.messages]
     limits = _limits(services.settings)
     try:  # all of a webhook's messages or none: never half-store a request
         records = [
             canonicalize(m, None, arrival, limits, source.id)._replace(also_seen_as=older)
-            for m, older in zip(mapping.messages, mapping.unscoped_ids, strict=True)
+            for m, older in zip(messages, mapping.unscoped_ids, strict=True)
         ]
     except Rejected as r:
         services.metrics.rejected.labels(source.schema, r.code).inc()
