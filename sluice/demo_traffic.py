@@ -2,7 +2,8 @@
 
 Two halves, because a Drip account reaches sluice two ways: Drip's own webhooks (envelopes
 for `POST /webhooks/drip/<token>`, including a few retried duplicates), and Drip's Segment
-integration (ready-made `track` messages for `/v1/batch`) for a second set of campaigns.
+integration (ready-made `track` messages, which Segment's Webhooks destination forwards to
+`/webhooks/segment/<token>`) for a second set of campaigns.
 Everything is drawn from one `random.Random(seed)` and a fixed `now`, so a seed always
 produces the same traffic.
 """

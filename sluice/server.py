@@ -158,6 +158,9 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         lifespan="off",  # serve() starts and stops everything around the listeners
         access_log=False,
         log_level="warning",
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default: the ingest app does it itself, only
+        # for settings.trusted_proxies (sluice/ingest/app.py, IngestApp), so no client can pick its context.ip.
+        proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_timeout_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=10,
     )

@@ -6,6 +6,7 @@ e.g. SLUICE_DEDUP_WINDOW_SECONDS=3600. docs/configuration.md lists them with the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,11 +33,23 @@ class Settings:
     keep_alive_timeout_seconds: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 1000  # per listener; a connection beyond it gets 503 and is closed
 
+    # Browsers (analytics.js) and proxies. How long a browser may cache a CORS preflight's answer (Chromium
+    # caps it at 7,200 s, Firefox at 86,400 s), so that a page sends one OPTIONS per path, not one per event.
+    cors_max_age_seconds: int = 7200
+    # Proxies whose X-Forwarded-For (and X-Forwarded-Proto) is believed: comma-separated addresses or networks
+    # (`10.0.0.5, 172.16.0.0/12`). Empty: the connection's peer is the client, and the header is ignored, so a
+    # client cannot choose its own context.ip.
+    trusted_proxies: str = ""
+
     # Segment's documented limits (reference/segment-http-api.md).
     max_message_bytes: int = 32 * KB
     max_request_bytes: int = 500 * KB
     max_batch_events: int = 2500
     max_message_id_chars: int = 100
+    # Segment's Webhooks (Actions) destination batches up to 1,000 events by default and 4,000 at most per request,
+    # more than a Tracking API batch: its path has limits of its own.
+    max_segment_webhook_bytes: int = 8 * 1024 * KB
+    max_segment_webhook_events: int = 4000
 
     # Log.
     dedup_window_seconds: int = 24 * 3600
@@ -66,6 +79,22 @@ class Settings:
 
     # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
     bench_endpoints: bool = False
+
+    def __post_init__(self) -> None:
+        self.trusted_proxy_list  # noqa: B018 - a typo is refused at start, never a proxy silently not trusted
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as a list, each entry checked to be an IP address or network."""
+        entries = [e.strip() for e in self.trusted_proxies.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network (like 10.0.0.5 or 172.16.0.0/12)"
+                ) from None
+        return entries
 
     @property
     def base_url(self) -> str:

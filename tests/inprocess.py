@@ -7,13 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 from starlette.testclient import TestClient
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
+from sluice.log.base import Entry
 from sluice.log.sqlite import SqliteLog
 from sluice.metrics import Metrics
 from sluice.settings import Settings
@@ -28,13 +31,21 @@ class Ingest:
     drip: Source
 
     def stored_ids(self, source: Source) -> list[str]:
-        import orjson
+        return [m["messageId"] for m in self.stored(source)]
 
-        return [orjson.loads(e.body)["messageId"] for e in self.log.read(source.id, 0, 1_000_000)]
+    def stored(self, source: Source) -> list[dict[str, Any]]:
+        """The canonical messages the log holds for `source`, in order."""
+        return [orjson.loads(e.body) for e in self.log.read(source.id, 0, 1_000_000)]
+
+    def entries(self, source: Source) -> list[Entry]:
+        return self.log.read(source.id, 0, 1_000_000)
 
 
 @contextmanager
-def ingest(data_dir: Path, settings: Settings | None = None) -> Iterator[Ingest]:
+def ingest(
+    data_dir: Path, settings: Settings | None = None, client: tuple[str, int] = ("127.0.0.1", 50000)
+) -> Iterator[Ingest]:
+    """`client` is the connection's peer address the app sees."""
     settings = settings or Settings(data_dir=data_dir)
     catalog = Catalog(data_dir)
     web = catalog.create_source("http", "Web", "web")
@@ -43,7 +54,7 @@ def ingest(data_dir: Path, settings: Settings | None = None) -> Iterator[Ingest]
     services = Services(settings=settings, registry=SourceRegistry(catalog), log=log, metrics=Metrics(),
                         status=lambda: None, problems=lambda: [])
     try:
-        with TestClient(create_app(services), raise_server_exceptions=False) as client:
-            yield Ingest(client, log, catalog, web, drip)
+        with TestClient(create_app(services), raise_server_exceptions=False, client=client) as test_client:
+            yield Ingest(test_client, log, catalog, web, drip)
     finally:
         log.close()

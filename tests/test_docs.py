@@ -151,7 +151,7 @@ def test_destinations_add_options_are_documented() -> None:
     text = read(DOCS / "destinations.md")
     add = main.commands["destinations"].commands["add"]  # type: ignore[attr-defined]
     for param in add.params:
-        if isinstance(param, click.Option):
+        if isinstance(param, click.Option) and param.name != "data_dir":  # every command's: in the README
             for opt in param.opts:
                 assert f"`{opt}" in text, f"docs/destinations.md does not describe `destinations add {opt}`"
 

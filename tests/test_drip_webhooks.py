@@ -137,5 +137,7 @@ def test_demo_fills_every_email_table(sluice: Sluice) -> None:
 def test_drip_source_overview_shows_setup_steps(sluice: Sluice, drip: dict[str, Any]) -> None:
     out = sluice.cli("sources", "show", "drip").stdout
     assert drip["write_key"] in out and drip["webhook_url"] in out
-    assert "Settings > Integrations > Segment" in out and "replaces" in out
+    assert drip["segment_webhook_url"] in out and drip["segment_shared_secret"] in out
+    # Drip's Segment integration sends only to Segment: the way in is Segment's Webhooks destination.
+    assert "Settings > Webhooks" in out and "Webhooks destination" in out and "replaces" not in out
     assert OCCURRED_AT  # the fixtures' time is what the rows above compare against

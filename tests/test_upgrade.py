@@ -24,6 +24,9 @@ def test_a_data_dir_written_by_sluice_0_1_keeps_working(tmp_path: Path) -> None:
     server.start()
     try:
         web = orjson.loads(server.cli("sources", "show", "web", "--json").stdout)
+        # 0.1's catalog gains the columns added since: any origin, IPs kept, a Segment webhook URL and secret.
+        assert (web["allowed_origins"], web["store_ips"]) == ([], True)
+        assert "/webhooks/segment/" in web["segment_webhook_url"] and web["segment_shared_secret"]
         # What 0.1 loaded is there, once.
         assert q(server, "select id, total, items from web.order_completed order by id") == [
             {"id": "old-1", "total": 42.5, "items": 2}, {"id": "old-2", "total": None, "items": 3},

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from sluice.catalog.models import SOURCE_TYPES, Destination, Source
+from sluice.catalog.origins import normalize_origin
 from sluice.datadir import CATALOG_FILE, check_catalog
 from sluice.sqlite_file import SqliteFile
 from sluice.warehouse.naming import schema_name
@@ -42,6 +43,16 @@ CREATE TABLE IF NOT EXISTS destinations (
 """
 
 
+# Columns added to `sources` after 0.1, with their definitions: added to an older catalog when it is opened
+# (ALTER TABLE cannot add a UNIQUE column; the Segment webhook token gets a unique index instead).
+_SOURCE_COLUMNS = {
+    "allowed_origins": "TEXT NOT NULL DEFAULT '[]'",  # JSON array of normalised origins; [] means any
+    "store_ips": "INTEGER NOT NULL DEFAULT 1",
+    "segment_token": "TEXT",
+    "segment_secret": "TEXT",
+}
+
+
 class CatalogError(ValueError):
     """A catalog request that cannot be honoured; the message is meant for the user."""
 
@@ -59,6 +70,27 @@ class Catalog(SqliteFile):
     def __init__(self, data_dir: Path) -> None:
         check_catalog(data_dir)  # a lost catalog is refused, never silently replaced by an empty one
         super().__init__(data_dir / CATALOG_FILE, _SCHEMA, "PRAGMA foreign_keys=ON")
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Bring a catalog written before these columns up to date (once; cheap to check on every open). Every
+        source gets a Segment webhook token and shared secret, older ones included."""
+        if self._missing_columns() or self._db().execute(
+            "SELECT 1 FROM sources WHERE segment_token IS NULL LIMIT 1"
+        ).fetchone():
+            with self._tx() as db:  # another process may have done it meanwhile: check again under the lock
+                for column in self._missing_columns():
+                    db.execute(f"ALTER TABLE sources ADD COLUMN {column} {_SOURCE_COLUMNS[column]}")
+                db.execute("CREATE UNIQUE INDEX IF NOT EXISTS sources_segment_token ON sources (segment_token)")
+                for (source_id,) in db.execute("SELECT id FROM sources WHERE segment_token IS NULL").fetchall():
+                    db.execute(
+                        "UPDATE sources SET segment_token = ?, segment_secret = ? WHERE id = ?",
+                        (new_token(), new_token(), source_id),
+                    )
+
+    def _missing_columns(self) -> list[str]:
+        present = {row["name"] for row in self._db().execute("PRAGMA table_info(sources)")}
+        return [c for c in _SOURCE_COLUMNS if c not in present]
 
     def data_version(self) -> int:
         """Changes when another connection commits: the server's cue to reload its caches."""
@@ -66,7 +98,9 @@ class Catalog(SqliteFile):
 
     # -- sources ----------------------------------------------------------------------------
 
-    def create_source(self, type_: str, name: str, schema: str) -> Source:
+    def create_source(
+        self, type_: str, name: str, schema: str, allowed_origins: list[str] | None = None, store_ips: bool = True
+    ) -> Source:
         if type_ not in SOURCE_TYPES:
             raise CatalogError(f"unknown source type {type_!r}: use one of {', '.join(SOURCE_TYPES)}")
         if not name.strip():
@@ -75,14 +109,16 @@ class Catalog(SqliteFile):
             schema = schema_name(schema)
         except ValueError as e:
             raise CatalogError(str(e)) from None
+        origins = _origins(allowed_origins or [])
         token = new_token() if type_ == "drip" else None
         with self._tx() as db:
             if db.execute("SELECT 1 FROM sources WHERE schema = ?", (schema,)).fetchone():
                 raise CatalogError(f"schema {schema!r} is already used by another source; pick another name")
             cur = db.execute(
-                "INSERT INTO sources (type, name, schema, write_key, webhook_token, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (type_, name.strip(), schema, new_token(), token, _now()),
+                "INSERT INTO sources (type, name, schema, write_key, webhook_token, created_at, allowed_origins,"
+                " store_ips, segment_token, segment_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (type_, name.strip(), schema, new_token(), token, _now(), orjson.dumps(origins).decode(),
+                 int(store_ips), new_token(), new_token()),
             )
             source_id = int(cur.lastrowid or 0)
         return self.get_source(str(source_id))
@@ -110,6 +146,36 @@ class Catalog(SqliteFile):
         source = self.get_source(ref)
         with self._tx() as db:
             db.execute("UPDATE sources SET write_key = ? WHERE id = ?", (new_token(), source.id))
+        return self.get_source(str(source.id))
+
+    def update_source(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        allowed_origins: list[str] | None = None,
+        store_ips: bool | None = None,
+        segment_secret: str | None = None,
+    ) -> Source:
+        """Change what is given (None leaves it); `allowed_origins=[]` lets every origin send again."""
+        source = self.get_source(ref)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            if not name.strip():
+                raise CatalogError("a source needs a non-empty --name")
+            changes["name"] = name.strip()
+        if allowed_origins is not None:
+            changes["allowed_origins"] = orjson.dumps(_origins(allowed_origins)).decode()
+        if store_ips is not None:
+            changes["store_ips"] = int(store_ips)
+        if segment_secret is not None:
+            if len(segment_secret) < 16:
+                raise CatalogError("a Segment shared secret needs at least 16 characters")
+            changes["segment_secret"] = segment_secret
+        if changes:
+            with self._tx() as db:
+                assignments = ", ".join(f"{column} = ?" for column in changes)  # column names are ours, not input
+                db.execute(f"UPDATE sources SET {assignments} WHERE id = ?", (*changes.values(), source.id))
         return self.get_source(str(source.id))
 
     def delete_source(self, ref: str) -> Source:
@@ -174,7 +240,24 @@ def _source(row: sqlite3.Row) -> Source:
         write_key=row["write_key"],
         webhook_token=row["webhook_token"],
         created_at=row["created_at"],
+        allowed_origins=tuple(orjson.loads(row["allowed_origins"])),
+        store_ips=bool(row["store_ips"]),
+        segment_token=row["segment_token"],
+        segment_secret=row["segment_secret"],
     )
+
+
+def _origins(values: list[str]) -> list[str]:
+    """Normalised, without repeats, in the order given; CatalogError naming the first that is not an origin."""
+    out: list[str] = []
+    for value in values:
+        try:
+            origin = normalize_origin(value)
+        except ValueError as e:
+            raise CatalogError(str(e)) from None
+        if origin not in out:
+            out.append(origin)
+    return out
 
 
 def _destination(row: sqlite3.Row) -> Destination:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sluice.cli import deliveries, demo, destinations, query, recover, serve, sources  # noqa: F401 - registers commands
-from sluice.cli.base import main
+from sluice.cli.base import accept_data_dir_anywhere, main
+
+accept_data_dir_anywhere(main)
 
 __all__ = ["main"]

@@ -63,6 +63,25 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     os.umask(0o077)
 
 
+def _set_data_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.find_root().ensure_object(dict)["data_dir"] = value
+
+
+def accept_data_dir_anywhere(group: click.Group) -> None:
+    """Give every subcommand and subgroup its own `--data-dir`, so that it may come before or after the
+    subcommand (`sluice query "select 1" --data-dir X`). Given twice, the later one wins. No envvar here: only
+    `sluice --data-dir` reads SLUICE_DATA_DIR, so an explicit flag anywhere beats the environment."""
+    for command in group.commands.values():
+        if not any(isinstance(p, click.Option) and "--data-dir" in p.opts for p in command.params):
+            command.params.append(click.Option(
+                ["--data-dir"], type=click.Path(file_okay=False, path_type=Path), expose_value=False,
+                callback=_set_data_dir, help="Data directory (also SLUICE_DATA_DIR; default ./sluice-data).",
+            ))
+        if isinstance(command, click.Group):
+            accept_data_dir_anywhere(command)
+
+
 def catalog(ctx: click.Context) -> Catalog:
     return Catalog(settings(ctx).data_dir)
 

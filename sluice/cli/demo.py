@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import click
 import httpx
+import orjson
 
 from sluice.catalog.store import CatalogError
 from sluice.cli.base import catalog, fail, main, running_server, settings
@@ -29,7 +33,8 @@ EXAMPLE_SQL = (
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, schema: str, subscribers: int, campaigns: int, seed: int) -> None:
-    """Simulate a Drip account: webhooks and Segment-integration tracks through the real endpoints."""
+    """Simulate a Drip account: its webhooks, and its Segment integration's tracks as Segment's Webhooks destination
+    forwards them, through the real endpoints."""
     data_dir = settings(ctx).data_dir
     url = running_server(data_dir, "url")
     if url is None:
@@ -49,8 +54,13 @@ def demo(ctx: click.Context, schema: str, subscribers: int, campaigns: int, seed
             r = client.post(f"/webhooks/drip/{source.webhook_token}", json=hook)
             if r.status_code != 200:
                 fail(f"webhook refused: {r.status_code} {r.text}")
-        for i in range(0, len(traffic.tracks), 100):  # Drip's Segment integration batches its tracks
-            r = client.post("/v1/batch", json={"batch": traffic.tracks[i : i + 100]}, auth=(source.write_key, ""))
+        # Drip's Segment integration sends to Segment only; Segment's Webhooks (Actions) destination forwards the
+        # tracks in batches, signed as Segment signs them (the HMAC of the batch's first event).
+        for i in range(0, len(traffic.tracks), 100):
+            batch = traffic.tracks[i : i + 100]
+            signature = hmac.new((source.segment_secret or "").encode(), orjson.dumps(batch[0]), hashlib.sha1)
+            r = client.post(f"/webhooks/segment/{source.segment_token}", content=orjson.dumps(batch),
+                            headers={"Content-Type": "application/json", "X-Signature": signature.hexdigest()})
             if r.status_code != 200:
                 fail(f"batch refused: {r.status_code} {r.text}")
     click.echo(f"sent to {url} as source {source.schema}:")

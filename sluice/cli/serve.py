@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from sluice.cli.base import fail, main, settings
@@ -14,17 +12,14 @@ from sluice.cli.base import fail, main, settings
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8088).")
 @click.option("--admin-host", default=None, help="Interface of the admin API (default 127.0.0.1).")
 @click.option("--admin-port", type=int, default=None, help="Port of the admin API (default 8089).")
-@click.option("--data-dir", "serve_data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data directory (also SLUICE_DATA_DIR).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, admin_host: str | None, admin_port: int | None,
-          serve_data_dir: Path | None) -> None:
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, admin_host: str | None, admin_port: int | None
+) -> None:
     """Run the server: ingest, log, delivery and warehouse loading, and the admin API on its own port."""
     from sluice.server import StartupError
     from sluice.server import serve as run
 
-    if serve_data_dir is not None:
-        ctx.obj["data_dir"] = serve_data_dir
     try:
         run(settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port))
     except StartupError as e:

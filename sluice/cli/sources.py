@@ -10,12 +10,11 @@ from sluice.cli.base import catalog, delivery_write, fail, main, print_json, pri
 
 DRIP_SETUP = """\
 Connect Drip (two ways; use either or both):
-  A. Drip's Segment integration: in Drip, Settings > Integrations > Segment, paste the write key
-     above. Drip then sends Email Delivered/Opened/Link Clicked/Bounced/Unsubscribed/Marked as
-     Spam as Segment track calls; point the integration's endpoint at {base}
-     (sluice's URL replaces api.segment.io; the /v1/* paths are the same).
-  B. Drip webhooks: in Drip, Settings > Webhooks > New webhook, paste the webhook URL above and
+  A. Drip webhooks: in Drip, Settings > Webhooks > New webhook, paste the webhook URL above and
      tick the events you want (tick "include received email" for Email Delivered).
+  B. Drip -> Segment -> sluice: Drip's Segment integration sends only to Segment. Where Drip's
+     data already flows into a Segment source, add Segment's Webhooks destination to that source
+     with the Segment webhook URL and shared secret above.
 Docs: docs/connect-drip.md"""
 
 
@@ -40,24 +39,38 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     click.echo(f"write key:   {source.write_key}")
     if public["webhook_url"]:
         click.echo(f"webhook URL: {public['webhook_url']}")
+    click.echo(f"origins:     {', '.join(source.allowed_origins) or 'any (no allow-list)'}")
+    click.echo(f"store IPs:   {'yes' if source.store_ips else 'no (context.ip is never stored)'}")
+    click.echo(f"Segment webhook URL:   {public['segment_webhook_url']}")
+    click.echo(f"Segment shared secret: {source.segment_secret}")
     if source.type == "drip":
         click.echo("")
         click.echo(DRIP_SETUP.format(base=base_url))
     else:
         click.echo("")
-        click.echo(f"Point any Segment library at {base_url} with this write key.")
+        click.echo(f"Point any Segment library at {base_url} with this write key; analytics.js: docs/tracking-api.md.")
+
+
+_ALLOWED_ORIGIN_HELP = (
+    "A site whose pages may send this source events from the browser (https://shop.example.com); repeat for"
+    " more. Without any, every origin may."
+)
 
 
 @sources.command("create")
 @click.argument("type_", metavar="TYPE", type=click.Choice(["http", "drip"]))
 @click.option("--name", required=True, help="A nickname, e.g. Drip.")
 @click.option("--schema", required=True, help="Warehouse schema name: lowercase letters, digits, underscores.")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN", help=_ALLOWED_ORIGIN_HELP)
+@click.option("--store-ips/--no-store-ips", default=True, show_default=True,
+              help="Whether context.ip is stored (filled from the request when a message has none).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
-def sources_create(ctx: click.Context, type_: str, name: str, schema: str, as_json: bool) -> None:
-    """Create a source and print its id, write key and (drip) webhook URL."""
+def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allowed_origins: tuple[str, ...],
+                   store_ips: bool, as_json: bool) -> None:
+    """Create a source and print its id, write key, webhook URLs and Segment shared secret."""
     try:
-        source = catalog(ctx).create_source(type_, name, schema)
+        source = catalog(ctx).create_source(type_, name, schema, list(allowed_origins), store_ips)
     except CatalogError as e:
         fail(str(e))
         return
@@ -91,6 +104,34 @@ def sources_show(ctx: click.Context, ref: str, as_json: bool) -> None:
         _show_source(ctx, catalog(ctx).get_source(ref), as_json)
     except CatalogError as e:
         fail(str(e))
+
+
+@sources.command("update")
+@click.argument("ref")
+@click.option("--name", default=None, help="A new nickname.")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Replaces the allow-list with these origins (repeatable). " + _ALLOWED_ORIGIN_HELP)
+@click.option("--any-origin", is_flag=True, help="Remove the allow-list: every origin may send again.")
+@click.option("--store-ips/--no-store-ips", default=None, help="Store context.ip, or never store it.")
+@click.option("--segment-secret", default=None, metavar="SECRET",
+              help="Use this shared secret for Segment's Webhooks destination (at least 16 characters).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sources_update(ctx: click.Context, ref: str, name: str | None, allowed_origins: tuple[str, ...], any_origin: bool,
+                   store_ips: bool | None, segment_secret: str | None, as_json: bool) -> None:
+    """Change a source's name, allowed origins, IP storage or Segment shared secret; the server follows at once."""
+    if any_origin and allowed_origins:
+        fail("give either --allowed-origin or --any-origin, not both")
+        return
+    origins = [] if any_origin else list(allowed_origins) if allowed_origins else None
+    try:
+        source = catalog(ctx).update_source(
+            ref, name=name, allowed_origins=origins, store_ips=store_ips, segment_secret=segment_secret
+        )
+    except CatalogError as e:
+        fail(str(e))
+        return
+    _show_source(ctx, source, as_json)
 
 
 @sources.command("rotate-key")

@@ -1,5 +1,5 @@
-"""The HTTP face of sluice: Segment's Tracking API, Drip webhooks, health and metrics (the admin API has a
-listener of its own: sluice/api)."""
+"""The HTTP face of sluice: Segment's Tracking API (and analytics.js's short paths, settings and CORS), Drip
+webhooks, Segment's Webhooks destination, health and metrics (the admin API has a listener of its own: sluice/api)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sluice.catalog.models import Source
 from sluice.ingest.auth import SourceRegistry, basic_username
 from sluice.ingest.body import BadRequest, decode_json, read_body
+from sluice.ingest.browser import analytics_settings, api_host
 from sluice.ingest.canonical import MESSAGE_TYPES, Arrival, Limits, Rejected, canonicalize, parse_time
+from sluice.ingest.cors import Cors, origin_refusal
 from sluice.log.base import Log, LogError, Record
 from sluice.metrics import Metrics
 from sluice.settings import Settings
-from sluice.sources.drip import DripPayloadError, map_webhook
+from sluice.sources import segment_webhooks
+from sluice.sources.drip import DripPayloadError, map_webhook, without_ip
 
 _OK = b'{"success":true}'
+# analytics.js posts each call to the first letter of its type; /v1/b is its batch.
+SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "a": "alias", "s": "screen"}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -68,7 +75,18 @@ def _authenticate(services: Services, request: Request, payload: Any) -> Source:
     source = services.registry.by_write_key(key)
     if source is None:
         raise BadRequest("unknown write key", "unknown_write_key", 401)
+    refusal = origin_refusal(source, request.headers)
+    if refusal is not None:
+        raise BadRequest(refusal, "origin_not_allowed", 403)
     return source
+
+
+def _peer(request: Request, source: Source) -> dict[str, Any]:
+    """Arrival's IP fields for a Tracking API request: the client's address (after trusted proxies, see
+    IngestApp) fills context.ip where a message has none, unless the source keeps no IPs."""
+    if not source.store_ips:
+        return {"keep_ip": False}
+    return {"ip": request.client.host if request.client else None}
 
 
 def _object_or_none(payload: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -117,7 +135,7 @@ def single_handler(mtype: str):
         payload = decode_json(body)
         source = _authenticate(services, request, payload)
         try:
-            record = canonicalize(payload, mtype, Arrival.now(), _limits(settings), source.id)
+            record = canonicalize(payload, mtype, Arrival.now(**_peer(request, source)), _limits(settings), source.id)
         except Rejected as r:
             services.metrics.rejected.labels(source.schema, r.code).inc()
             return json_response({"success": False, "error": r.reason}, 400)
@@ -153,6 +171,7 @@ async def batch_handler(services: Services, request: Request) -> Response:
             sent_at=sent_at,
             context=_object_or_none(payload, "context"),
             integrations=_object_or_none(payload, "integrations"),
+            **_peer(request, source),
         )
     except Rejected as r:  # a batch context nested too deeply: every message would carry it
         raise BadRequest(r.reason, r.code) from None
@@ -188,18 +207,84 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
         raise BadRequest(f"not a Drip webhook: {e.reason}", "bad_drip_webhook") from None
     if not mapping.known:
         services.metrics.drip_unknown.labels(source.schema).inc()
-    arrival = Arrival.now()
+    arrival = Arrival.now(keep_ip=source.store_ips)  # never the peer's address: that is Drip's server
+    messages = mapping.messages if source.store_ips else [without_ip(m) for m in mapping.messages]
     limits = _limits(services.settings)
     try:  # all of a webhook's messages or none: never half-store a request
         records = [
             canonicalize(m, None, arrival, limits, source.id)._replace(also_seen_as=older)
-            for m, older in zip(mapping.messages, mapping.unscoped_ids, strict=True)
+            for m, older in zip(messages, mapping.unscoped_ids, strict=True)
         ]
     except Rejected as r:
         services.metrics.rejected.labels(source.schema, r.code).inc()
         raise BadRequest(f"webhook cannot be stored: {r.reason}", r.code) from None
     stored, duplicates = await _store(services, source, records)
     return json_response({"success": True, "stored": stored, "duplicates": duplicates})
+
+
+async def segment_webhook_handler(services: Services, request: Request) -> Response:
+    """What Segment's Webhooks destinations POST (sluice/sources/segment_webhooks.py): one event, or an array of
+    them, signed with the source's shared secret; stored as the source's own events, Segment's times kept."""
+    source = services.registry.by_segment_token(request.path_params["token"])
+    if source is None:
+        raise BadRequest("not found", "unknown_webhook_token", 404)  # as any unknown path
+    settings = services.settings
+    body = await read_body(request, settings.max_segment_webhook_bytes)
+    signature = request.headers.get(segment_webhooks.SIGNATURE_HEADER)
+    if not segment_webhooks.signature_ok(body, signature, source.segment_secret):
+        raise BadRequest(
+            "X-Signature is missing or is not the HMAC-SHA1 of this body with the source's shared secret: set the"
+            " Webhooks destination's shared secret to the one `sluice sources show` prints",
+            "bad_signature", 401,
+        )
+    try:
+        events, batched = segment_webhooks.events_of(decode_json(body))
+    except ValueError as e:
+        raise BadRequest(str(e), "bad_segment_webhook") from None
+    if len(events) > settings.max_segment_webhook_events:
+        raise BadRequest(
+            f"batch has {len(events):,} events; the limit is {settings.max_segment_webhook_events:,} per request"
+            " (lower the batch size in the Webhooks (Actions) mapping)",
+            "too_many_events",
+        )
+    limits = _limits(settings)
+    now_ms = time.time_ns() // 1_000_000  # the log orders by sluice's own clock (replay --since), whatever Segment's
+    records: list[Record] = []
+    rejected: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        try:
+            msg, arrival = segment_webhooks.as_received(event, source.store_ips)
+            records.append(canonicalize(msg, None, arrival, limits, source.id)._replace(received_ms=now_ms))
+        except Rejected as r:
+            services.metrics.rejected.labels(source.schema, r.code).inc()
+            if not batched:
+                return json_response({"success": False, "error": r.reason}, 400)
+            rejected.append({"index": index, "reason": r.reason})
+    stored, duplicates = await _store(services, source, records) if records else (0, 0)
+    answer: dict[str, Any] = {"success": True, "stored": stored, "duplicates": duplicates}
+    if rejected:
+        answer["rejected"] = rejected
+    return json_response(answer)
+
+
+async def analytics_metrics_handler(services: Services, request: Request) -> Response:
+    """analytics.js's own usage metrics (`/v1/m`): read within the limit, answered 200, not kept."""
+    await read_body(request, services.settings.max_message_bytes)
+    return Response(_OK, media_type="application/json")
+
+
+async def analytics_settings_handler(services: Services, request: Request) -> Response:
+    """The settings analytics.js loads from its cdnURL (sluice/ingest/browser.py)."""
+    source = services.registry.by_write_key(request.path_params["write_key"])
+    if source is None:
+        raise BadRequest("unknown write key", "unknown_write_key", 404)
+    refusal = origin_refusal(source, request.headers)
+    if refusal is not None:  # analytics.js prints this answer's body in the console
+        raise BadRequest(refusal, "origin_not_allowed", 403)
+    where = api_host(services.settings.public_url, request.url.scheme, request.headers.get("host"))
+    if where is None:
+        raise BadRequest("no Host header, and SLUICE_PUBLIC_URL is not set: the API host is unknown", "no_host")
+    return json_response(analytics_settings(source.write_key, *where))
 
 
 async def noop_handler(services: Services, request: Request) -> Response:
@@ -247,18 +332,40 @@ def error_handlers() -> dict[Any, Any]:
     return {404: not_found, 405: method_not_allowed, Exception: server_error}
 
 
+class IngestApp(Starlette):
+    """Starlette with two layers outside even its error handling, so that every answer, a 500 too, passes them:
+    trusted proxies' X-Forwarded-For/-Proto (uvicorn's middleware; only when some are configured, so that no
+    client can choose its own address) and CORS on `/v1` paths."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self._settings = settings
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = Cors(super().build_middleware_stack(), self._settings.cors_max_age_seconds)
+        trusted = self._settings.trusted_proxy_list
+        return ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app  # type: ignore[arg-type]
+
+
 def create_app(services: Services, lifespan: Any = None) -> Starlette:
     routes = [Route(f"/v1/{t}", _timed(t, single_handler(t)), methods=["POST"]) for t in MESSAGE_TYPES]
+    routes += [Route(f"/v1/{s}", _timed(t, single_handler(t)), methods=["POST"]) for s, t in SHORT_PATHS.items()]
     routes += [
         Route("/v1/batch", _timed("batch", batch_handler), methods=["POST"]),
         Route("/v1/import", _timed("import", batch_handler), methods=["POST"]),
+        Route("/v1/b", _timed("batch", batch_handler), methods=["POST"]),
+        Route("/v1/m", _timed("analytics_metrics", analytics_metrics_handler), methods=["POST"]),
+        Route("/v1/projects/{write_key}/settings", _timed("analytics_settings", analytics_settings_handler),
+              methods=["GET"]),
         Route("/webhooks/drip/{token}", _timed("drip_webhook", drip_webhook_handler), methods=["POST"]),
+        Route("/webhooks/segment/{token}", _timed("segment_webhook", segment_webhook_handler), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if services.settings.bench_endpoints:
         routes.append(Route("/bench/noop", _timed("noop", noop_handler), methods=["POST"]))
-    app = Starlette(
+    app = IngestApp(
+        services.settings,
         routes=routes,
         exception_handlers=error_handlers(),
         lifespan=lifespan,

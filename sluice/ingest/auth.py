@@ -1,4 +1,4 @@
-"""Who is sending: write keys (HTTP Basic or body `writeKey`) and Drip webhook tokens."""
+"""Who is sending: write keys (HTTP Basic or body `writeKey`), Drip webhook tokens and Segment webhook tokens."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ class SourceRegistry:
         self._stamp: tuple[int, ...] = ()
         self._by_key: dict[str, Source] = {}
         self._by_token: dict[str, Source] = {}
+        self._by_segment_token: dict[str, Source] = {}
         self._by_id: dict[int, Source] = {}
 
     def _files_stamp(self) -> tuple[int, ...]:
@@ -73,6 +74,7 @@ class SourceRegistry:
             sources = self._catalog.list_sources()
             self._by_key = {s.write_key: s for s in sources}
             self._by_token = {s.webhook_token: s for s in sources if s.webhook_token}
+            self._by_segment_token = {s.segment_token: s for s in sources if s.segment_token}
             self._by_id = {s.id: s for s in sources}
         self._seen.version = version
 
@@ -83,6 +85,10 @@ class SourceRegistry:
     def by_webhook_token(self, token: str) -> Source | None:
         self._fresh()
         return self._by_token.get(token)
+
+    def by_segment_token(self, token: str) -> Source | None:
+        self._fresh()
+        return self._by_segment_token.get(token)
 
     def all(self) -> list[Source]:
         self._fresh()

@@ -84,6 +84,10 @@ class Arrival:
     allowance: int = 256
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
+    # context.ip (issue 10): the client's address, filled into messages that carry none (Tracking API paths
+    # only); and whether the source keeps IPs at all (False drops context.ip, even one the sender set).
+    ip: str | None = None
+    keep_ip: bool = True
 
     @classmethod
     def now(cls, sent_at: datetime | None = None, **kw: Any) -> Arrival:
@@ -189,6 +193,18 @@ def _structure(obj: dict[str, Any]) -> tuple[Any, ...]:
         raise Rejected(str(e), "too_deep") from None
 
 
+def _with_ip(context: dict[str, Any] | None, arrival: Arrival) -> dict[str, Any] | None:
+    """The context with context.ip filled from the request when it has none, or without it when the source keeps
+    no IPs. A new dict when it changes: the batch's context is shared by every message of the batch."""
+    if not arrival.keep_ip:
+        return {k: v for k, v in context.items() if k != "ip"} if context and "ip" in context else context
+    if not context:
+        return {"ip": arrival.ip}
+    if context.get("ip") in (None, ""):
+        return {**context, "ip": arrival.ip}
+    return context
+
+
 def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, source_id: int) -> Record:
     """Validate and normalise one message; raise Rejected with the reason if it is not acceptable."""
     if not isinstance(msg, dict):
@@ -258,6 +274,8 @@ def canonicalize(msg: Any, type_: str | None, arrival: Arrival, limits: Limits, 
     context = _object(msg, "context")
     if arrival.context:
         context = {**arrival.context, **context} if context else arrival.context
+    if arrival.ip is not None or not arrival.keep_ip:  # before the shape: it must describe the stored body
+        context = _with_ip(context, arrival)
     context_shape: tuple[Any, ...] = ()
     if context:
         out["context"] = context

@@ -12,7 +12,7 @@ for seconds. This subclass adds, per connection:
 - a deadline for the headers (from connecting, or from the first byte of the next request on a
   kept-alive connection) and one for the body: 408, then the connection is closed.
 
-Every answer it writes itself is JSON, like the app's.
+Every answer it writes itself is JSON, like the app's, and readable by any origin (CORS).
 """
 
 from __future__ import annotations
@@ -45,9 +45,12 @@ class EdgeLimits:
 def raw_answer(status: int, error: str) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection, for when no app runs to give one."""
     body = orjson.dumps({"success": False, "error": error})
+    # Any origin may read these answers: a browser page sending to ingest then sees why (431, 408, 503) instead of
+    # an opaque CORS failure (sluice/ingest/cors.py). They carry nothing but the reason, so on the admin
+    # listener, whose app answers no origin, this opens nothing.
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"access-control-allow-origin: *\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 

@@ -127,6 +127,15 @@ _TRAIT_KEYS = (
 )
 
 
+def without_ip(message: dict[str, Any]) -> dict[str, Any]:
+    """A mapped message without the subscriber's `ip_address` trait, for a source that keeps no IPs (context.ip
+    is dropped when the message is canonicalised)."""
+    traits = message.get("traits")
+    if isinstance(traits, dict) and "ip_address" in traits:
+        return {**message, "traits": {k: v for k, v in traits.items() if k != "ip_address"}}
+    return message
+
+
 class DripPayloadError(ValueError):
     """A webhook body that cannot be mapped; `reason` is meant for the sender to read."""
 
