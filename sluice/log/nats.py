@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
+import orjson
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
 
 from sluice.log.base import Entry, Log, LogError, Record
 from sluice.log.nats_client import NatsConnection, NatsError
@@ -115,7 +115,9 @@ class NatsLog(Log):
         self._head_lock = threading.Lock()
         self._readers: OrderedDict[tuple[int, int], str] = OrderedDict()  # (source, after seq) -> consumer
         self._readers_lock = threading.Lock()
-        self._js: JetStreamContext | None = None  # made on the connection's loop, at the first append
+        # Acks of appends in flight, by reply subject; made on the connection's loop at the first append.
+        self._acks: dict[str, asyncio.Future[bytes]] | None = None
+        self._ack_prefix = ""
         try:
             info = self.conn.run(self._ensure_stream())
         except BaseException:
@@ -196,32 +198,59 @@ class NatsLog(Log):
         return stored
 
     async def _publish(self, records: Sequence[Record]) -> list[tuple[int, bool]]:
-        if self._js is None:  # one context: each keeps a subscription for the acks of its publishes
-            self._js = self.conn.nc.jetstream(timeout=self.options.request_timeout_seconds)
-        js = self._js
+        """Every record in flight at once, each with its own reply subject; one subscription takes the acks."""
+        nc = self.conn.nc
+        if self._acks is None:
+            self._ack_prefix = nc.new_inbox()
+            self._acks = {}
+            await nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
         o = self.options
-        futures = []
+        waiting: list[asyncio.Future[bytes]] = []
+        replies: list[str] = []
         try:
             for r in records:
+                reply = f"{self._ack_prefix}.{next(_names)}"
+                future: asyncio.Future[bytes] = loop.create_future()
+                self._acks[reply] = future
+                waiting.append(future)
+                replies.append(reply)
                 # `also_seen_as` (an id a Drip webhook had before ids were scoped to the source) only exists in
                 # embedded logs written before 0.2: a JetStream stream never held one.
                 headers = {"Nats-Msg-Id": r.message_id, RECEIVED_HEADER: str(r.received_ms)}
                 if r.shape:
                     headers[SHAPE_HEADER] = r.shape.hex()
-                futures.append(await js.publish_async(o.subject(r.source_id), r.body, headers=headers))
-            acks = await asyncio.wait_for(asyncio.gather(*futures), o.request_timeout_seconds)
+                await nc.publish(o.subject(r.source_id), r.body, reply=reply, headers=headers)
+            answers = await asyncio.wait_for(asyncio.gather(*waiting), o.request_timeout_seconds)
         except TimeoutError:
-            for f in futures:
-                f.cancel()
             raise LogError(
                 f"JetStream did not acknowledge the events within {o.request_timeout_seconds:g} s"
                 " (is a quorum of NATS servers up?)"
             ) from None
-        except nats.errors.Error as e:  # the stream is full (back-pressure), gone, or NATS unreachable
-            for f in futures:
-                f.cancel()
-            raise LogError(f"JetStream refused the events: {getattr(e, 'description', None) or e}") from None
-        return [(int(a.seq), bool(a.duplicate)) for a in acks]
+        except nats.errors.Error as e:  # not connected to any server
+            raise LogError(f"could not send the events to NATS: {type(e).__name__}: {e}") from None
+        finally:
+            for reply in replies:  # answered ones are gone already; the rest will never be
+                self._acks.pop(reply, None)
+        out = []
+        for raw in answers:
+            ack = orjson.loads(raw) if raw else {}
+            if "error" in ack or "seq" not in ack:  # the stream is full (back-pressure), or gone
+                error = ack.get("error") or {}
+                raise LogError(f"JetStream refused the events: {error.get('description') or raw[:200]!r}")
+            out.append((int(ack["seq"]), bool(ack.get("duplicate"))))
+        return out
+
+    async def _on_ack(self, msg: Msg) -> None:
+        assert self._acks is not None
+        future = self._acks.pop(msg.subject, None)
+        if future is None or future.done():
+            return
+        status = (msg.headers or {}).get("Status") if not msg.data else None
+        if status == "503":  # no responders: no stream listens on the subject (yet)
+            future.set_result(b'{"error":{"description":"no JetStream stream takes these events (no responders)"}}')
+        else:
+            future.set_result(msg.data)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -433,6 +462,8 @@ class NatsLog(Log):
         return dropped
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
         self._closed.set()
         with self._readers_lock:
             readers = list(self._readers.values())

@@ -107,7 +107,8 @@ class NatsConnection:
         return answer
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        """Idempotent: a log and its cursors may share one connection."""
+        if self._loop.is_closed() or not self._thread.is_alive():
             return
         with contextlib.suppress(Exception):  # already disconnected: nothing left to flush
             self.run(self.nc.drain(), timeout=5)
