@@ -4,8 +4,9 @@ nats-py is asyncio only, and a connection belongs to the loop it was made on. sl
 delivery workers (plain threads, blocking calls) and from ingest's uvloop (awaiting appends), and under
 the process model from several processes each with their own loops. So each process keeps one
 connection on a dedicated daemon thread running its own loop: `run()` blocks a thread on a coroutine
-there, `call()` awaits one from any other loop. One hop between loops costs a few microseconds against
-the ~0.5-2 ms round trip of a JetStream acknowledgement (docs/scale-out.md has the measurements).
+there, `call()` awaits one from any other loop. One hop costs about 0.3 ms on a busy 2-core machine (a
+thread wake-up), once per append request, not per event: against ~14 ms for the acknowledgements of a
+100-event request on a 3-replica stream (docs/scale-out.md has the measurements).
 
 The connection reconnects by itself (every server of the URL is tried, forever): while no server
 answers, calls fail after their timeout with the reason, and ingest answers 503.
