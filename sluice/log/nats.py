@@ -12,7 +12,9 @@
   cursor taken from a deleted and re-created stream is refused as today.
 - **reading** by (source, after seq) uses short-lived ephemeral pull consumers filtered on the source's
   subject, positioned by sequence (or by time, for replays); a reader that carries on where the last
-  read of its source stopped is reused, so steady delivery costs one pull request per batch.
+  read of its source stopped is reused, so steady delivery costs one pull request per batch. A reader
+  (one replica) may sit on a server still catching up after a restart: it then returns a prefix of
+  what the leader holds, never a gap, and the rest on a later read.
 - **retention**: limits-based with `discard: new` and no age limit, so JetStream itself never drops an
   event; when the stream reaches `nats_max_bytes` publishes are refused and ingest answers 503
   (back-pressure) until delivery catches up and `prune` frees space. `prune` drops a source's events
@@ -113,7 +115,9 @@ class NatsLog(Log):
         self._head = 0
         self._head_at = 0.0
         self._head_lock = threading.Lock()
-        self._readers: OrderedDict[tuple[int, int], str] = OrderedDict()  # (source, after seq) -> consumer
+        # (source, after seq) -> (reader consumer, when last used): a read that carries on reuses its reader.
+        self._readers: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()
+        self._dropping: set[asyncio.Task[None]] = set()
         self._readers_lock = threading.Lock()
         # Acks of appends in flight, by reply subject; made on the connection's loop at the first append.
         self._acks: dict[str, asyncio.Future[bytes]] | None = None
@@ -259,7 +263,13 @@ class NatsLog(Log):
 
     async def _read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
         with self._readers_lock:
-            reader = self._readers.pop((source_id, after_seq), None)
+            kept = self._readers.pop((source_id, after_seq), None)
+        reader = None
+        if kept is not None:
+            if time.monotonic() - kept[1] < _READER_IDLE_SECONDS / 2:
+                reader = kept[0]
+            else:  # the server may be about to delete it for inactivity: start a fresh one
+                await self._drop(kept[0])
         if reader is None:
             first = await self._next_seq(source_id, after_seq + 1)
             if first is None:
@@ -276,11 +286,13 @@ class NatsLog(Log):
     def _keep(self, source_id: int, at: int, reader: str) -> None:
         with self._readers_lock:
             old = self._readers.pop((source_id, at), None)
-            self._readers[(source_id, at)] = reader
+            self._readers[(source_id, at)] = (reader, time.monotonic())
             evicted = [self._readers.popitem(last=False)[1] for _ in range(len(self._readers) - _READERS_KEPT)]
-        for name in [old, *evicted]:
-            if name is not None and name != reader:
-                asyncio.get_running_loop().create_task(self._drop(name))
+        for name, _ in [old, *evicted] if old else evicted:
+            if name != reader:
+                task = asyncio.get_running_loop().create_task(self._drop(name))
+                self._dropping.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._dropping.discard)
 
     async def _next_seq(self, source_id: int, from_seq: int) -> int | None:
         """The seq of the source's first entry at or after `from_seq` (one cheap request), or None."""
@@ -466,7 +478,7 @@ class NatsLog(Log):
             return
         self._closed.set()
         with self._readers_lock:
-            readers = list(self._readers.values())
+            readers = [name for name, _ in self._readers.values()]
             self._readers.clear()
         with contextlib.suppress(Exception):
             self.conn.run(self._drop_all(readers), timeout=5)
