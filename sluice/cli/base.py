@@ -83,7 +83,13 @@ def accept_data_dir_anywhere(group: click.Group) -> None:
 
 
 def catalog(ctx: click.Context) -> Catalog:
-    return Catalog(settings(ctx).data_dir)
+    """The catalog SLUICE_CATALOG names (the data dir's catalog.db by default; sluice/backends.py)."""
+    from sluice.backends import open_catalog
+
+    try:
+        return open_catalog(settings(ctx))  # type: ignore[no-any-return]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def cell(v: Any) -> str:

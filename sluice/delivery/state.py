@@ -198,8 +198,11 @@ class DeliveryState(SqliteFile):
         row = self._db().execute("SELECT seq FROM cursors WHERE consumer = ?", (consumer,)).fetchone()
         return int(row[0]) if row else 0
 
-    def advance(self, consumer: str, source_id: int, seq: int | None, failures: Sequence[Failure] = ()) -> None:
-        """Dead-letter `failures` and move the cursor to `seq` (if given), atomically."""
+    def advance(self, consumer: str, source_id: int, seq: int | None, failures: Sequence[Failure] = (),
+                through: int | None = None) -> None:
+        """Dead-letter `failures` and move the cursor to `seq` (if given), atomically. `through` (the last seq a
+        transactional target committed with its rows) matters only to a state that mirrors such cursors
+        (pg_state.py with JetStream cursors); log.db keeps none for them."""
         self.apply("advance", consumer=consumer, source_id=source_id, seq=seq, failures=list(failures))
 
     def set_cursor(self, consumer: str, seq: int) -> None:

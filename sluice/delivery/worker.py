@@ -123,7 +123,7 @@ class Worker(threading.Thread):
             raise
         # A transactional target has committed its own cursor; this records dead letters and success.
         seq = None if self.target.transactional else entries[-1].seq
-        self.state.advance(self.target.consumer, self.source.id, seq, failures)
+        self.state.advance(self.target.consumer, self.source.id, seq, failures, through=entries[-1].seq)
         return True
 
     def _isolate(self, entries: Sequence[Entry]) -> None:

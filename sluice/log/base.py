@@ -1,9 +1,8 @@
 """The log interface: an append-only, ordered, durable sequence of canonical messages.
 
-Backends: SQLite WAL (embedded, `sqlite.py`). A NATS JetStream backend fits the same shape:
-`append` = publish with the messageId as `Nats-Msg-Id` (JetStream's own dedup window) awaiting
-the acks; `read` = fetch from a per-source subject; consumer positions live in
-delivery state (sluice/delivery/state.py).
+Backends, chosen by name in sluice/backends.py: SQLite WAL (embedded, `sqlite.py`) and NATS JetStream
+(`nats.py`: `append` publishes with the messageId as `Nats-Msg-Id` and awaits the acks; `read` pulls
+from a per-source subject). Destination positions live in the delivery state (sluice/delivery/).
 """
 
 from __future__ import annotations
