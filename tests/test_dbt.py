@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
 import psycopg
-import pytest
 from browser import ROOT, missing
 from conftest import Sluice, poll
 
 DBT = Path(os.environ.get("SLUICE_TEST_DBT", ROOT / ".venv-dbt" / "bin" / "dbt"))
 PROJECT = ROOT / "tests" / "dbt"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0 Safari/537.36"
 
 
@@ -50,14 +46,6 @@ EVENTS = [
 ]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"sluice_dbt_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def profiles(directory: Path, warehouse: Path, pg_database: str) -> Path:
@@ -129,20 +117,20 @@ QUERIES = {
 }
 
 
-def test_segment_dbt_models_run_on_duckdb_and_postgres(tmp_path: Path, pg_url: str) -> None:
+def test_segment_dbt_models_run_on_duckdb_and_postgres(tmp_path: Path, pg_database: str) -> None:
     if not DBT.exists():
         missing(f"dbt at {DBT}: `make dbt` (a venv of its own from tests/dbt/requirements.txt)")
     server = Sluice(tmp_path / "data", env={"SLUICE_LOAD_LINGER_SECONDS": "0.05"})
     server.start()
     try:
         key = server.create_source("http", "web")["write_key"]
-        server.cli("destinations", "add", "web", "postgres", "--name", "pg", "--url", pg_url)
+        server.cli("destinations", "add", "web", "postgres", "--name", "pg", "--url", pg_database)
         r = httpx.post(f"{server.url}/v1/batch", json={"batch": EVENTS}, auth=(key, ""))
         assert r.status_code == 200 and r.json()["stored"] == len(EVENTS), r.text
         poll(server, "select id from web.pages", 4)
         poll(server, "select id from web.identifies", 1)
         poll(server, "select id from web.tracks", 2)
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(pg_database) as conn:
             for _ in range(200):
                 counts = [conn.execute(f"select count(*) from web.{t}").fetchone()[0]  # type: ignore[index]
                           for t in ("pages", "tracks", "identifies")
@@ -155,11 +143,11 @@ def test_segment_dbt_models_run_on_duckdb_and_postgres(tmp_path: Path, pg_url: s
     finally:
         server.stop()  # DuckDB lets one process open the file: dbt reads it with the server stopped
 
-    profiles_dir = profiles(tmp_path / "dbt", tmp_path / "data" / "warehouse.duckdb", pg_url.rsplit("/", 1)[1])
+    profiles_dir = profiles(tmp_path / "dbt", tmp_path / "data" / "warehouse.duckdb", pg_database.rsplit("/", 1)[1])
     dbt(profiles_dir, "run", "--target", "duckdb")
     with duckdb.connect(str(profiles_dir / "dbt.duckdb"), read_only=True) as db:
         check_models({name: db.execute(sql).fetchall() for name, sql in QUERIES.items()})
 
-    dbt(profiles_dir, "run", "--target", "postgres", "--vars", f"segment_database: {pg_url.rsplit('/', 1)[1]}")
-    with psycopg.connect(pg_url) as conn:
+    dbt(profiles_dir, "run", "--target", "postgres", "--vars", f"segment_database: {pg_database.rsplit('/', 1)[1]}")
+    with psycopg.connect(pg_database) as conn:
         check_models({name: conn.execute(sql).fetchall() for name, sql in QUERIES.items()})  # type: ignore[arg-type]

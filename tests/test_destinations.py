@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from receiver import Receiver
 
 from sluice.destinations.webhook import SIGNATURE_HEADER, sign
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FAST = {
     "SLUICE_RETRY_INITIAL_SECONDS": "0.1",
     "SLUICE_RETRY_MAX_SECONDS": "0.5",
@@ -35,14 +33,6 @@ def fast(tmp_path: Path) -> Iterator[Sluice]:
     server.stop()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"sluice_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def send(server: Sluice, key: str, messages: list[dict[str, Any]]) -> None:
@@ -174,14 +164,14 @@ def test_integrations_object_picks_destinations(fast: Sluice) -> None:
         b.stop()
 
 
-def test_postgres_warehouse_loads_segment_schema_and_replay_adds_no_duplicates(fast: Sluice, pg_url: str) -> None:
+def test_postgres_warehouse_loads_segment_schema_and_replay_adds_no_duplicates(fast: Sluice, pg_database: str) -> None:
     key = fast.create_source("http", "web")["write_key"]
-    fast.cli("destinations", "add", "web", "postgres", "--name", "pg", "--url", pg_url)
+    fast.cli("destinations", "add", "web", "postgres", "--name", "pg", "--url", pg_database)
     send(fast, key, tracks(50, email_id="e1"))
     send(fast, key, [{"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com", "plan": "pro"}}])
 
     def pg(sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(pg_database) as conn:
             return conn.execute(sql).fetchall()
 
     def loaded() -> bool:

@@ -26,7 +26,6 @@ from sluice.warehouse.postgres_engine import PostgresWarehouse
 from sluice.warehouse.readonly import QueryLimits
 from sluice.warehouse.types import ColType
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _seq = itertools.count(1)
 
 
@@ -45,14 +44,6 @@ def redriven(batch: list[Entry]) -> list[Entry]:
     return [Entry(e.seq, 0, e.received_ms, e.body) for e in batch]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"sluice_map_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 Query = Callable[[str], list[dict[str, Any]]]
@@ -90,7 +81,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
         if request.param == "duckdb":
             wh, q = _duckdb(tmp_path, caps)
         else:
-            wh, q = _postgres(request.getfixturevalue("pg_url"), caps)
+            wh, q = _postgres(request.getfixturevalue("pg_database"), caps)
         made.append(wh)
         return wh, q
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from conftest import throwaway_pg_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_mapping import ReferenceWarehouse
@@ -38,7 +38,6 @@ from sluice.warehouse.readonly import QueryLimits
 from sluice.warehouse.types import from_sql_type
 
 EXAMPLES = int(os.environ.get("SLUICE_DIFF_EXAMPLES", "100"))
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Small caps, so that batches often reach them: 9 standard + 2 load-time columns leave 5 for properties.
 CAPS = Caps(max_columns=16, max_event_tables=3)
 
@@ -238,12 +237,9 @@ def test_duckdb_matches_the_reference(steps_: list[Any], path: str) -> None:
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[str]:
-    name = f"sluice_diff_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    # One database for the module: hypothesis runs every example in one test call.
+    with throwaway_pg_database("sluice_diff") as url:
+        yield url
 
 
 @pytest.mark.parametrize("path", [FAST, SLOW])
