@@ -19,6 +19,7 @@ Everything is linear in the batch: no statement's size grows with the product of
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,6 +159,15 @@ class Planner:
 
 
 class _BatchPlanner:
+    @functools.cached_property
+    def gids(self) -> list[int]:
+        """Each entry's shape number (the Python path and first values need them; most batches do not)."""
+        return self.gid_array.to_pylist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def index_of_seq(self) -> dict[int, int]:
+        return {e.seq: i for i, e in enumerate(self.entries)}
+
     def __init__(
         self, planner: Planner, entries: Sequence[Entry], known: Known, stage: duckdb.DuckDBPyConnection, tag: str
     ) -> None:
@@ -172,36 +182,34 @@ class _BatchPlanner:
     # -- 1. shapes and feeds ---------------------------------------------------------------------
 
     def _group(self) -> None:
-        seqs, shapes, _, bodies = zip(*self.entries, strict=True)
-        keys: list[bytes] = list(shapes)
+        entries = self.entries
+        seqs = [e.seq for e in entries]  # three comprehensions: half the time of zip(*entries)
+        shapes = [e.shape for e in entries]
+        bodies = [e.body for e in entries]
         parsed: dict[int, dict[str, Any]] = {}
-        for i, key in enumerate(keys):
-            if not (isinstance(key, bytes) and len(key) == SHAPE_BYTES):
-                # A re-driven dead letter, or a log written before shapes were digests: from the body.
-                parsed[i] = orjson.loads(bodies[i])
-                keys[i] = shape_of(parsed[i])
+        try:  # the common case, all in C: every record carries its 16-byte digest
+            keys = pa.array(shapes, pa.binary(SHAPE_BYTES))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            fixed = shapes
+            for i, key in enumerate(fixed):
+                if not (isinstance(key, bytes) and len(key) == SHAPE_BYTES):
+                    # A re-driven dead letter, or a log written before shapes were digests: from the body.
+                    parsed[i] = orjson.loads(bodies[i])
+                    fixed[i] = shape_of(parsed[i])
+            keys = pa.array(fixed, pa.binary(SHAPE_BYTES))
         # Number the batch's shapes in C: most batches are thousands of rows and a handful of shapes.
-        encoded = pa.array(keys, pa.binary(SHAPE_BYTES)).dictionary_encode()
+        encoded = keys.dictionary_encode()
         gids = encoded.indices
-        counts = gids.value_counts()
         n_shapes = len(encoded.dictionary)
         self.shape_rows = [0] * n_shapes
-        for item in counts:
+        for item in gids.value_counts():
             self.shape_rows[item["values"].as_py()] = item["counts"].as_py()
-        gid_list = gids.to_pylist()
-        self.shape_first = [0] * n_shapes
-        seen = set()
-        for i, g in enumerate(gid_list):  # first row of each shape (stops early in practice: few shapes)
-            if g not in seen:
-                seen.add(g)
-                self.shape_first[g] = i
-                if len(seen) == n_shapes:
-                    break
+        self.shape_first = [pc.index(gids, g).as_py() for g in range(n_shapes)]
         self.shapes = [
             self.cache.get(key.as_py(), parsed.get(self.shape_first[g]), bodies[self.shape_first[g]])
             for g, key in enumerate(encoded.dictionary)
         ]
-        self.gids = gid_list
+        self.gid_array = gids
         self.staging = pa.table({
             "seq": pa.array(seqs, pa.int64()),
             "g": gids.cast(pa.int32()),
@@ -371,7 +379,7 @@ class _BatchPlanner:
             if known is not None and known.seq <= first:
                 continue
             if first not in rows:
-                i = self.index_of_seq[first]
+                i = self.index_of_seq[first]  # built only when a batch has new columns
                 msg = orjson.loads(self.entries[i].body)
                 rows[first] = (msg, self.gids[i], leaf_values(msg, self.shapes[self.gids[i]]))
             msg, g, values = rows[first]
@@ -618,7 +626,6 @@ class _BatchPlanner:
 
     def run(self) -> BatchPlan:
         self._group()
-        self.index_of_seq = {e.seq: i for i, e in enumerate(self.entries)}
         self._admit_tables()
         new: dict[str, set[str]] = {}
         for fp in self.feeds:
