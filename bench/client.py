@@ -226,8 +226,12 @@ def _cpu_shares(seconds: float, client: float, server: float, machine: float) ->
 
 
 def _server_cpu(spec: dict[str, Any]) -> float:
-    pid = spec.get("server_pid")
-    return proc_cpu_seconds(pid) if pid else 0.0
+    """CPU of every process of the server (supervisor, ingest processes, log writer, delivery)."""
+    total = 0.0
+    for pid in spec.get("server_pids", []):
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(pid)
+    return total
 
 
 def _pct(sorted_values: list[float], q: float) -> float:

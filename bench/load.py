@@ -34,9 +34,18 @@ def _batch_size() -> int:
     try:
         from sluice.settings import Settings
 
-        return int(Settings().load_batch_max_events)
+        return int(Settings.from_env().load_batch_max_events)
     except Exception:
         return BATCH
+
+
+def _batch_bytes() -> int | None:
+    try:
+        from sluice.settings import Settings
+
+        return int(Settings.from_env().load_batch_max_bytes)
+    except Exception:
+        return None
 
 
 def prepare(d: Path, n: int) -> dict[str, Any]:
@@ -100,6 +109,7 @@ def sluice_runs(d: Path, runs: int) -> dict[str, Any]:
     from sluice.warehouse.readonly import QueryLimits
 
     batch = _batch_size()
+    max_bytes = _batch_bytes()
     results = []
     for i in range(runs):
         path = d / f"sluice-{i}.duckdb"
@@ -114,7 +124,7 @@ def sluice_runs(d: Path, runs: int) -> dict[str, Any]:
         t_all = time.perf_counter()
         while True:
             t0 = time.perf_counter()
-            entries = log.read(SOURCE_ID, after, batch)
+            entries = log.read(SOURCE_ID, after, batch, max_bytes)
             t1 = time.perf_counter()
             read_s += t1 - t0
             if not entries:
@@ -144,6 +154,7 @@ def sluice_runs(d: Path, runs: int) -> dict[str, Any]:
                 "rows_per_s_after_first": (rows - first[0]) / (load_s - first[1]) if first and rows > first[0] else 0.0,
                 "peak_rss_mb": _peak_rss_mb(),
                 "own_cpu": (cpu1[0] - cpu0[0]) / total_s,
+                "cpu_us_per_row": (cpu1[0] - cpu0[0]) / rows * 1e6,
                 "other_cpu": max(0.0, (cpu1[1] - cpu0[1]) - (cpu1[0] - cpu0[0])) / total_s,
             }
         )
@@ -306,6 +317,7 @@ def pg_runs(d: Path, runs: int) -> dict[str, Any]:
     from sluice.warehouse.postgres_engine import PostgresWarehouse
 
     batch = _batch_size()
+    max_bytes = _batch_bytes()
     results = []
     for i in range(runs):
         name = f"sluice_bench_pg_{i}"
@@ -314,7 +326,7 @@ def pg_runs(d: Path, runs: int) -> dict[str, Any]:
         wh = PostgresWarehouse(url)
         rows, after, load_s = 0, 0, 0.0
         while True:
-            entries = log.read(SOURCE_ID, after, batch)
+            entries = log.read(SOURCE_ID, after, batch, max_bytes)
             if not entries:
                 break
             t0 = time.perf_counter()

@@ -1,12 +1,15 @@
-"""A `sluice serve` subprocess started as a user starts it: fresh data dir, its own port."""
+"""A `sluice serve` subprocess started as a user starts it: fresh data dir, its own port; and the memory of
+all its processes (the supervisor and its children)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +35,8 @@ def proc_status_kb(pid: int, key: str) -> int:
 
 
 class SluiceServer:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int | None = None) -> None:
+        self.workers = workers  # ingest processes; None: sluice's default (one per core)
         self.data_dir = data_dir
         self.port = free_port()
         self.admin_port = free_port()  # the admin API listens on a port of its own
@@ -71,7 +75,7 @@ class SluiceServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port),
-             "--admin-port", str(self.admin_port)],
+             "--admin-port", str(self.admin_port), *(["--workers", str(self.workers)] if self.workers else [])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )
         log.close()
@@ -81,9 +85,10 @@ class SluiceServer:
                 raise RuntimeError(f"sluice serve exited: {self.log_path.read_text()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
+                    info = orjson.loads((self.data_dir / "server.json").read_bytes())
+                    if r.status == 200 and all(p["ready"] for p in info["processes"]):
                         return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, ValueError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"sluice serve did not start: {self.log_path.read_text()}")
@@ -103,8 +108,26 @@ class SluiceServer:
         with urllib.request.urlopen(req, timeout=120) as r:
             return orjson.loads(r.read())
 
+    def processes(self) -> dict[int, str]:
+        """pid -> role of every process of the server: the supervisor and its children."""
+        info = orjson.loads((self.data_dir / "server.json").read_bytes())
+        return {int(info["pid"]): "supervisor", **{int(p["pid"]): p["role"] for p in info["processes"]}}
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.processes())
+
+    def rss_mb(self, key: str = "VmRSS") -> dict[str, float]:
+        """RSS (or, with VmHWM, each one's peak) of every process, in MB, by role (ingest processes summed)."""
+        out: dict[str, float] = {}
+        for pid, role in self.processes().items():
+            with contextlib.suppress(OSError, KeyError):
+                out[role] = out.get(role, 0.0) + proc_status_kb(pid, key) / 1024
+        return out
+
     def peak_rss_mb(self) -> float:
-        return proc_status_kb(self.pid, "VmHWM") / 1024
+        """The sum of every process's own peak: an upper bound of the peak of their total."""
+        return sum(self.rss_mb("VmHWM").values())
 
     def stop(self) -> None:
         if self.proc is None:
@@ -123,3 +146,30 @@ class SluiceServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RssSampler:
+    """Samples the total RSS of all the server's processes while a phase runs; `peak` is the highest total."""
+
+    def __init__(self, server: SluiceServer, every: float = 0.2) -> None:
+        self.server = server
+        self.every = every
+        self.peak = 0.0
+        self.peak_by_role: dict[str, float] = {}
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.every):
+            by_role = self.server.rss_mb()
+            total = sum(by_role.values())
+            if total > self.peak:
+                self.peak, self.peak_by_role = total, by_role

@@ -1,7 +1,15 @@
-"""Prometheus metrics for one server (its own registry, so several servers can live in one test process)."""
+"""Prometheus metrics for one server (its own registry, so several servers can live in one test process).
+
+Under `sluice serve` every process counts in its own files of a shared directory (prometheus_client's
+multiprocess mode, switched on by `PROMETHEUS_MULTIPROC_DIR`, which the supervisor sets for its
+children), and `/metrics` on any ingest process adds them all up: counters and histograms summed
+over every process that ever ran (a restarted process's counts are kept), the log head the highest
+any process saw, lag the most recent value the delivery process published.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,10 +42,11 @@ class Metrics:
             "sluice_drip_unknown_events", "Drip webhooks with an event name sluice does not know",
             ["source"], registry=r,
         )
-        self.log_head = Gauge("sluice_log_head_seq", "Highest sequence number in the log", registry=r)
+        self.log_head = Gauge("sluice_log_head_seq", "Highest sequence number in the log", registry=r,
+                              multiprocess_mode="max")
         self.lag = Gauge(
             "sluice_delivery_lag_events", "Events in the log not yet delivered, per destination",
-            ["source", "destination"], registry=r,
+            ["source", "destination"], registry=r, multiprocess_mode="mostrecent",
         )
         self.delivered = Counter(
             "sluice_events_delivered", "Events delivered, per destination", ["source", "destination"],
@@ -69,4 +78,11 @@ class Metrics:
         return child
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, shared)
+        return generate_latest(everyone)

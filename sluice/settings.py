@@ -25,6 +25,24 @@ class Settings:
     admin_host: str = "127.0.0.1"
     admin_port: int = 8089
 
+    # Processes (`sluice serve`): ingest processes sharing the ingest port; 0 means one per core.
+    workers: int = 0
+    # The delivery process (loader, workers, admin) runs at this nice value, so that under contention ingest,
+    # whose senders wait for their answer, goes first, and a backlog drains when ingest is quiet.
+    deliver_nice: int = 10
+    # A child that dies is restarted at once, then after doubling delays up to this, while it keeps dying.
+    restart_backoff_max_seconds: float = 10.0
+    # How often the delivery process looks for new events in the log (it is written by another process).
+    log_poll_seconds: float = 0.05
+    # How often the delivery process publishes what /health and /metrics show about destinations.
+    status_interval_seconds: float = 0.5
+
+    # Backpressure on what the machine can hold (never on a destination): /v1 answers 503, Drip's webhook 429.
+    min_free_disk_bytes: int = 1024 * 1024 * 1024  # free space the data dir's disk keeps; 0: no check
+    max_log_bytes: int = 0  # pages in use in log.db; 0: no limit
+    pressure_check_seconds: float = 1.0  # how often each ingest process looks (and so how soon it recovers)
+    retry_after_seconds: int = 30  # the Retry-After of those answers
+
     # The HTTP edge, for both listeners: what a client may hold of the server before it is cut off.
     max_header_bytes: int = 32 * KB  # request line and headers together; more gets 431
     max_header_count: int = 100  # more gets 431
@@ -54,6 +72,7 @@ class Settings:
     # Log.
     dedup_window_seconds: int = 24 * 3600
     log_retention_seconds: int = 7 * 24 * 3600
+    prune_interval_seconds: float = 60.0  # how often delivered events past the retention are dropped
 
     # Backends (docs/scale-out.md), each chosen by its URL's scheme: empty means the embedded default in the
     # data dir (log.db, catalog.db). `nats://h1:4222,h2:4222` puts the log in a JetStream stream;
@@ -81,6 +100,11 @@ class Settings:
     # Loading: a batch is flushed at most this long after its first event arrived.
     load_linger_seconds: float = 0.5
     load_batch_max_events: int = 20_000
+    # ... and at most this many bytes of messages: a batch's memory stays bounded whatever the events' size.
+    load_batch_max_bytes: int = 32 * 1024 * 1024
+    # The embedded warehouse's DuckDB: threads (one leaves the other cores to ingest) and memory; 0: DuckDB's default.
+    warehouse_threads: int = 1
+    warehouse_memory_limit_mb: int = 0
 
     # Delivery to destinations.
     retry_window_seconds: int = 4 * 3600

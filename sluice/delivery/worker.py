@@ -105,7 +105,8 @@ class Worker(threading.Thread):
     # -- one unit of work each; True if there was something to do ---------------------------
 
     def _step(self) -> bool:
-        entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events)
+        entries = self.log.read(self.source.id, self.position(), self.settings.load_batch_max_events,
+                                self.settings.load_batch_max_bytes)
         if not entries:
             return False
         consumer = self.target.consumer

@@ -50,6 +50,8 @@ class Services:
     status: Callable[[], Any]
     # Destinations that cannot make progress, for /health: [{"source", "destination", "failing_since", "error"}].
     problems: Callable[[], list[dict[str, Any]]]
+    # Why the machine cannot take more events now (pressure.py), or None.
+    pressure: Callable[[], str | None] = lambda: None
 
 
 def _refuse(services: Services, endpoint: str, error: BadRequest) -> Response:
@@ -106,11 +108,22 @@ async def _store(services: Services, source: Source, records: list[Record]) -> t
     return stored, len(flags) - stored
 
 
+def _backpressure(services: Services, endpoint: str, reason: str) -> Response:
+    """503 for Segment's clients, 429 for Drip (which retries rate limits for days), with Retry-After."""
+    services.metrics.requests_refused.labels(endpoint, "backpressure").inc()
+    response = json_response({"success": False, "error": f"sluice cannot take events now: {reason}; retry later"},
+                             429 if endpoint == "drip_webhook" else 503)
+    response.headers["Retry-After"] = str(services.settings.retry_after_seconds)
+    return response
+
+
 def _timed(endpoint: str, handler: Callable[[Services, Request], Awaitable[Response]]):
     async def endpoint_fn(request: Request) -> Response:
         services: Services = request.app.state.services
         started = time.perf_counter()
         try:
+            if (full := services.pressure()) is not None:
+                return _backpressure(services, endpoint, full)
             return await handler(services, request)
         except BadRequest as e:
             return _refuse(services, endpoint, e)

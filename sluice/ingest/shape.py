@@ -42,8 +42,21 @@ def structure(obj: dict[str, Any], depth: int = 1) -> tuple[Any, ...]:
     return tuple(obj)  # flat: the common case, done in C
 
 
+_DIGESTS: dict[tuple[Any, ...], bytes] = {}
+_MAX_DIGESTS = 4096
+
+
 def digest(mtype: str, event: str | None, payload: tuple[Any, ...], context: tuple[Any, ...]) -> bytes:
-    return blake2b(orjson.dumps((mtype, event, payload, context)), digest_size=SHAPE_BYTES).digest()
+    """The shape's digest, remembered per key structure: a source sends few distinct structures, and a
+    dict lookup (the tuple's hash is computed in C) costs a third of serialising and hashing it again.
+    The memo only saves work: the digest is the same function of the structure, in every process."""
+    key = (mtype, event, payload, context)
+    found = _DIGESTS.get(key)
+    if found is None:
+        if len(_DIGESTS) >= _MAX_DIGESTS:  # a sender inventing structures: start over rather than grow
+            _DIGESTS.clear()
+        found = _DIGESTS[key] = blake2b(orjson.dumps(key), digest_size=SHAPE_BYTES).digest()
+    return found
 
 
 def shape_of(msg: dict[str, Any]) -> bytes:

@@ -49,8 +49,9 @@ class Log(ABC):
         """Durably append; returns, per record, True if stored or False if a duplicate messageId."""
 
     @abstractmethod
-    def read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
-        """Entries of one source with seq > after_seq, in order."""
+    def read(self, source_id: int, after_seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries of one source with seq > after_seq, in order: at most `limit` of them, and no more than
+        `max_bytes` of bodies (but always at least one)."""
 
     @abstractmethod
     def head(self) -> int:
@@ -81,6 +82,10 @@ class Log(ABC):
     def prune(self, keep_after: dict[int, int], older_than_ms: int) -> int:
         """Drop entries every consumer of their source has passed (source_id -> min cursor) that are
         also older than the retention; returns how many were dropped."""
+
+    def size_bytes(self) -> int:
+        """Bytes the log's data takes on disk (for backpressure); 0 when the backend cannot say."""
+        return 0
 
     @abstractmethod
     def close(self) -> None: ...

@@ -258,10 +258,10 @@ class NatsLog(Log):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
-        return self.conn.run(self._read(source_id, after_seq, limit))
+    def read(self, source_id: int, after_seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
+        return self.conn.run(self._read(source_id, after_seq, limit, max_bytes))
 
-    async def _read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
+    async def _read(self, source_id: int, after_seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
         with self._readers_lock:
             kept = self._readers.pop((source_id, after_seq), None)
         reader = None
@@ -276,7 +276,10 @@ class NatsLog(Log):
                 return []
             reader = await self._reader(source_id, {"deliver_policy": "by_start_sequence", "opt_start_seq": first})
         try:
-            entries = [_entry(m) for m in await self._pull(reader, limit)]
+            msgs = await self._pull(reader, limit, max_bytes=max_bytes)
+            if not msgs and max_bytes is not None:  # one entry larger than the cap: read it alone
+                msgs = await self._pull(reader, 1)
+            entries = [_entry(m) for m in msgs]
         except NatsError:  # the reader is gone (its server restarted): the next read makes a new one
             await self._drop(reader)
             raise
@@ -323,17 +326,18 @@ class NatsLog(Log):
         await self.conn.api(f"CONSUMER.CREATE.{self.stream}.{name}", {"stream_name": self.stream, "config": config})
         return name
 
-    async def _pull(self, consumer: str, batch: int, timeout: float | None = None) -> list[Msg]:
-        """Up to `batch` messages available now from a pull consumer (no waiting for new ones)."""
+    async def _pull(self, consumer: str, batch: int, timeout: float | None = None,
+                    max_bytes: int | None = None) -> list[Msg]:
+        """Up to `batch` messages (and about `max_bytes`) available now from a pull consumer (no waiting
+        for new ones)."""
         nc = self.conn.nc
         inbox = nc.new_inbox()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         sub = await nc.subscribe(inbox, cb=queue.put)
         try:
-            await nc.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}", f'{{"batch":{batch},"no_wait":true}}'.encode(),
-                reply=inbox,
-            )
+            request = f'"batch":{batch},"no_wait":true' + (f',"max_bytes":{max_bytes}' if max_bytes else "")
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}", f"{{{request}}}".encode(),
+                             reply=inbox)
             out: list[Msg] = []
             deadline = time.monotonic() + (timeout or self.options.request_timeout_seconds)
             while len(out) < batch:

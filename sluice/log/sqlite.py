@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sluice.datadir import sqlite_error
 from sluice.log.base import Entry, Log, LogError, Record
+from sluice.log.wire import RemoteWriter
 from sluice.log.writer import Writer
 
 _SCHEMA = """
@@ -46,10 +47,18 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SqliteLog(Log):
-    def __init__(self, path: Path, dedup_window_seconds: int, readonly: bool = False) -> None:
-        """`readonly`: for the CLI, which reads the log of a running (or stopped) server."""
+    def __init__(self, path: Path, dedup_window_seconds: int, readonly: bool = False,
+                 remote: RemoteWriter | None = None, poll_seconds: float = 0.05) -> None:
+        """`readonly`: for the CLI, which reads the log of a running (or stopped) server.
+
+        `remote`: the log-writer process's socket (`wire.py`): this process reads the file itself and
+        hands every write to that process, which is the file's one writer. The head is then read
+        from the file, and `wait_for` polls it every `poll_seconds`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._remote = remote
+        self._poll_seconds = poll_seconds
+        readonly = readonly or remote is not None
         self._dedup_window_ms = dedup_window_seconds * 1000
         self._local = threading.local()
         self._committed = threading.Condition()
@@ -67,10 +76,11 @@ class SqliteLog(Log):
             self._generation = str(row[0]) if row else ""
         except sqlite3.DatabaseError as e:  # damaged, locked, unreadable: one clear line, not a traceback
             raise sqlite_error(path, e) from None
-        self.writer: Writer | None = None
+        self.writer: Writer | RemoteWriter | None = remote
         if not readonly:
             self.writer = Writer(self._wdb, self._append, self._moved)
             self.writer.register("prune", self._prune)
+
 
     # -- writing (on the writer's thread) ----------------------------------------------------
 
@@ -151,21 +161,43 @@ class SqliteLog(Log):
             self._local.db = db
         return db
 
-    def read(self, source_id: int, after_seq: int, limit: int) -> list[Entry]:
+    def read(self, source_id: int, after_seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
         cur = self._rdb().execute(
             "SELECT seq, shape, received_at, body FROM events WHERE source_id = ? AND seq > ?"
             " ORDER BY seq LIMIT ?",
             (source_id, after_seq, limit),
         )
-        return [Entry(*row) for row in cur]
+        if max_bytes is None:
+            return [Entry(*row) for row in cur]
+        entries: list[Entry] = []
+        size = 0
+        while rows := cur.fetchmany(1000):
+            for row in rows:
+                size += len(row[3])
+                if size > max_bytes and entries:
+                    cur.close()  # the rest stays in the log for the next batch
+                    return entries
+                entries.append(Entry(*row))
+        return entries
 
     def head(self) -> int:
+        if self._remote is not None:  # another process writes: ask the file
+            row = self._rdb().execute("SELECT max(seq) FROM events").fetchone()
+            return int(row[0] or 0)
         return self._head
 
     def generation(self) -> str:
         return self._generation
 
     def wait_for(self, after_seq: int, timeout: float) -> int:
+        if self._remote is not None:
+            deadline = time.monotonic() + timeout
+            while True:
+                head = self.head()
+                left = deadline - time.monotonic()
+                if head > after_seq or left <= 0 or self._closed:
+                    return head
+                time.sleep(min(self._poll_seconds, left))
         with self._committed:
             self._committed.wait_for(lambda: self._head > after_seq or self._closed, timeout)
             return self._head
@@ -194,6 +226,14 @@ class SqliteLog(Log):
             "SELECT count(*) FROM events WHERE source_id = ? AND seq > ?", (source_id, after_seq)
         ).fetchone()
         return int(row[0])
+
+    def size_bytes(self) -> int:
+        """Pages in use in log.db (events, the dedup window, delivery state): the file itself never
+        shrinks, but pruned pages are reused, so this is what falls when the log is pruned."""
+        db = self._rdb()
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * int(db.execute("PRAGMA page_size").fetchone()[0])
 
     def close(self) -> None:
         if self.writer is not None:

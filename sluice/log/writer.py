@@ -8,10 +8,11 @@ Each operation other than the appends runs inside a savepoint, so one that fails
 caller; a failed commit (disk full, I/O error) fails everyone in the group, and nothing is
 half-acknowledged.
 
-Operations are plain data: a registered name and keyword arguments. That is what lets a later change
-feed this queue from other processes over a local socket (ingest in N worker processes handing their
-records to one log-writer process): a client would send (name, arguments) or its records and wait
-for the answer, exactly as `call` and `append` wait here, and a 200 would still mean fsynced.
+Operations are plain data: a registered name and keyword arguments. That is what lets other
+processes feed this queue over a local socket (`wire.py`): under `sluice serve` this thread runs in
+the log-writer process, and ingest processes send their records, the delivery process its
+operations, and wait for the answer exactly as `call` and `append` wait here: a 200 still means
+fsynced.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[bool]] = loop.create_future()
         self._queue(_Request(None, records, future, loop))
+        return await future
+
+    async def call_async(self, op: str, **arguments: Any) -> Any:
+        """`call` for an event loop (the log-writer process answering its socket's clients)."""
+        if op not in self._ops:
+            raise ValueError(f"unknown log operation {op!r}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue(_Request(op, arguments, future, loop))
         return await future
 
     def call(self, op: str, **arguments: Any) -> Any:

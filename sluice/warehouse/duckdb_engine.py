@@ -153,12 +153,15 @@ class DuckDBSession(Session):
 class DuckDBWarehouse(Warehouse):
     dialect = Dialect("duckdb", max_identifier_bytes=255, max_columns=5000)
 
-    def __init__(self, path: Path, caps: Caps | None = None) -> None:
+    def __init__(self, path: Path, caps: Caps | None = None, resources: dict[str, str] | None = None) -> None:
+        """`resources`: DuckDB settings for the instance's threads and memory (the server's
+        `warehouse_threads`, `warehouse_memory_limit_mb`); DuckDB's defaults when absent."""
         super().__init__(caps or Caps())
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        config = {"checkpoint_threshold": "64MB", **(resources or {}), **LOCKED_DOWN}
         # Locked down (readonly.py): admin SQL shares this instance, and must reach nothing outside it.
-        self._db = lock(utc(duckdb.connect(str(path), config={"checkpoint_threshold": "64MB", **LOCKED_DOWN})))
+        self._db = lock(utc(duckdb.connect(str(path), config=config)))
         _meta_ddl(self._db)
         self.refresh_schema()
 
