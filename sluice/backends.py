@@ -79,6 +79,18 @@ def _jetstream_cursors(settings: Settings, log: Log) -> Any:
     return JetStreamCursors(log, settings.nats_ack_wait_seconds)
 
 
+def _local_owners(settings: Settings) -> Any:
+    from sluice.delivery.ownership import LocalOwners
+
+    return LocalOwners()
+
+
+def _pg_owners(settings: Settings) -> Any:
+    from sluice.delivery.ownership import PgOwners
+
+    return PgOwners(settings.catalog, settings.nats_stream)
+
+
 def _sqlite_sources(catalog: Any) -> Any:
     from sluice.ingest.auth import SourceRegistry
 
@@ -97,6 +109,12 @@ CATALOG_BACKENDS: dict[str, Callable[[Settings], Any]] = {"sqlite": _sqlite_cata
 STATE_BACKENDS: dict[str, Callable[[Settings, Log, Any], Any]] = {"sqlite": _sqlite_state, "postgresql": _pg_state}
 CURSOR_STORES: dict[str, Callable[[Settings, Log], Any] | None] = {"sqlite": None, "nats": _jetstream_cursors}
 SOURCE_REGISTRIES: dict[str, Callable[[Any], Any]] = {"sqlite": _sqlite_sources, "postgresql": _watched_sources}
+# Who runs each (source, destination) worker: one process on one machine; among deliver nodes, the holder of a
+# PostgreSQL advisory lock (delivery/ownership.py). Follows the catalog, which every deliver node shares.
+OWNERSHIP: dict[str, Callable[[Settings], Any]] = {"sqlite": _local_owners, "postgresql": _pg_owners}
+# How `sluice serve` runs (sluice/server/): the embedded layout (a log writer, delivery owning DuckDB, ingest),
+# or the scale-out roles on shared engines (`--role ingest|deliver|all`, no log writer, no DuckDB).
+DEPLOYMENTS: dict[tuple[str, str], str] = {("sqlite", "sqlite"): "embedded", ("nats", "postgresql"): "scale-out"}
 
 _LOG_SCHEMES = {"": "sqlite", "nats": "nats", "tls": "nats"}
 _CATALOG_SCHEMES = {"": "sqlite", "postgres": "postgresql", "postgresql": "postgresql"}
@@ -136,6 +154,21 @@ def check(settings: Settings) -> tuple[str, str]:
 def embedded(settings: Settings) -> bool:
     """True when every part runs on the embedded default (the data dir)."""
     return check(settings) == (EMBEDDED, EMBEDDED)
+
+
+def deployment(settings: Settings) -> str:
+    """How `sluice serve` runs these backends: "embedded" or "scale-out"; ValueError for a mix it does not run."""
+    kind = DEPLOYMENTS.get(check(settings))
+    if kind is None:
+        raise ValueError(
+            "`sluice serve` runs either everything in the data dir or the scale-out backends together:"
+            " set both --log nats://... and --catalog postgresql://..., or neither (docs/scale-out.md)"
+        )
+    return kind
+
+
+def open_owners(settings: Settings) -> Any:
+    return OWNERSHIP[catalog_backend(settings)](settings)
 
 
 def open_log(settings: Settings, readonly: bool = False) -> Log:
