@@ -112,6 +112,9 @@ SOURCE_REGISTRIES: dict[str, Callable[[Any], Any]] = {"sqlite": _sqlite_sources,
 # Who runs each (source, destination) worker: one process on one machine; among deliver nodes, the holder of a
 # PostgreSQL advisory lock (delivery/ownership.py). Follows the catalog, which every deliver node shares.
 OWNERSHIP: dict[str, Callable[[Settings], Any]] = {"sqlite": _local_owners, "postgresql": _pg_owners}
+# Whether every node (and the CLI) reads and writes the delivery state directly: shared state needs no running
+# server to go through (the embedded log.db has one writer, the server, while it runs).
+SHARED_STATE: dict[str, bool] = {"sqlite": False, "postgresql": True}
 # How `sluice serve` runs (sluice/server/): the embedded layout (a log writer, delivery owning DuckDB, ingest),
 # or the scale-out roles on shared engines (`--role ingest|deliver|all`, no log writer, no DuckDB).
 DEPLOYMENTS: dict[tuple[str, str], str] = {("sqlite", "sqlite"): "embedded", ("nats", "postgresql"): "scale-out"}
@@ -165,6 +168,10 @@ def deployment(settings: Settings) -> str:
             " set both --log nats://... and --catalog postgresql://..., or neither (docs/scale-out.md)"
         )
     return kind
+
+
+def shared_state(settings: Settings) -> bool:
+    return SHARED_STATE[check(settings)[1]]
 
 
 def open_owners(settings: Settings) -> Any:
