@@ -213,12 +213,20 @@ class Backends:
 
 def open_backends(settings: Settings, readonly_log: bool = False) -> Backends:
     _, catalog_name = check(settings)
-    log = open_log(settings, readonly=readonly_log)
+    # The catalog first: a wrong database is reported before a JetStream stream is created for nothing.
+    catalog = open_catalog(settings)
     try:
-        catalog = open_catalog(settings)
+        log = open_log(settings, readonly=readonly_log)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            getattr(catalog, "close", lambda: None)()
+        raise
+    try:
         state = open_state(settings, log)
         sources = SOURCE_REGISTRIES[catalog_name](catalog)
     except BaseException:
+        with contextlib.suppress(Exception):
+            getattr(catalog, "close", lambda: None)()
         log.close()
         raise
     return Backends(log, catalog, state, sources)
