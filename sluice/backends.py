@@ -11,10 +11,10 @@ importing its module only then:
 | delivery state | beside the catalog's kind: `log.db` tables | `postgresql` tables (`delivery/pg_state.py`) |
 | destination cursors | where the log is: `log.db` (or PostgreSQL) | `nats`: durable consumers |
 
-`open_backends(settings)` builds all four for a process; `sluice serve` (and, once the process model has
-landed, its `--role ingest|deliver|all` processes) and the CLI take them from here, so no other module
-asks which backend runs. The JetStream log is for several nodes, so its delivery state must be shared
-too: it needs the PostgreSQL catalog.
+`open_backends(settings)` builds all four for a process: the scale-out roles of `sluice serve`
+(`server/scaleout.py`) and the CLI's delivery commands take them from here, and `deployment()` tells
+`sluice serve` which layout runs them, so no other module asks which backend runs. The JetStream log
+is for several nodes, so its delivery state must be shared too: it needs the PostgreSQL catalog.
 """
 
 from __future__ import annotations

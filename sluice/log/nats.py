@@ -123,7 +123,7 @@ class NatsLog(Log):
         self._acks: dict[str, asyncio.Future[bytes]] | None = None
         self._ack_prefix = ""
         try:
-            info = self.conn.run(self._ensure_stream())
+            info = self.conn.run(self._ensure_stream(), timeout=options.request_timeout_seconds * 10)
         except BaseException:
             self.conn.close()
             raise
@@ -157,6 +157,18 @@ class NatsLog(Log):
         }
 
     async def _ensure_stream(self) -> dict[str, Any] | None:
+        """The stream's info, creating it if needed. A cluster that has just started (or lost a server)
+        may take longer than one request timeout to place a 3-replica stream: a request that timed out
+        is asked again, twice (a create that did go through is then found "already in use")."""
+        for attempt in range(3):
+            try:
+                return await self._ensure_stream_once()
+            except NatsError as e:
+                if e.code != 408 or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _ensure_stream_once(self) -> dict[str, Any] | None:
         try:
             return dict(await self.conn.api(f"STREAM.INFO.{self.stream}"))
         except NatsError as e:
