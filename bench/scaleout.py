@@ -57,6 +57,7 @@ def _nats(workdir: Path, size: int) -> Iterator[NatsCluster]:
 
 def _measure(server: SluiceServer, spec_for: Callable[[SluiceServer, dict[str, Any], int], dict[str, Any]],
              runs: int, run_client: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    shutil.rmtree(server.data_dir, ignore_errors=True)  # a fresh data dir, as every phase
     source = server.create_source("web")
     server.start(timeout=120)
     try:
