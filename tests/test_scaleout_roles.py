@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import psycopg
+import pytest
 
 from sluice.delivery.ownership import PgOwners
 
@@ -60,3 +63,44 @@ def test_serve_says_why_a_role_or_backend_cannot_run(tmp_path: Path, pg_database
     assert out.returncode == 1
     assert "error: cannot open the scale-out backends" in out.stderr and "no_such_database" in out.stderr
     assert "hunter2secret" not in out.stdout + out.stderr
+
+
+def test_an_ingest_node_answers_503_while_nats_is_away_and_200_once_it_is_back(
+    tmp_path: Path, pg_database: str
+) -> None:
+    from conftest import Sluice
+    from nats_cluster import NatsCluster, nats_server_binary
+    from scaleout_node import Node
+
+    if nats_server_binary() is None:
+        pytest.skip("nats-server is not installed")
+    nats = NatsCluster(tmp_path / "nats", size=1)
+    nats.start()
+    nats.wait_for_jetstream()
+    env = {"SLUICE_LOG": nats.url, "SLUICE_CATALOG": pg_database, "SLUICE_NATS_STREAM": "AWAY",
+           "SLUICE_NATS_REQUEST_TIMEOUT_SECONDS": "2"}
+    node = Node(tmp_path / "ingest", env=env, role="ingest")
+    try:
+        key = Sluice.create_source(node)["write_key"]
+        node.start()
+
+        def track(mid: str) -> httpx.Response:
+            return httpx.post(f"{node.url}/v1/track", auth=(key, ""), json={"userId": "u", "event": "E",
+                                                                          "messageId": mid}, timeout=60)
+
+        assert track("before").status_code == 200
+        nats.kill(0)
+        refused = track("while-away")
+        assert refused.status_code == 503 and "retry later" in refused.json()["error"]
+        # /health does not wait for the missing server (it would block the process's event loop): it
+        # answers with the last position it knew.
+        health = httpx.get(f"{node.url}/health", timeout=60)
+        assert health.status_code == 200 and health.json()["log_head"] == 1
+        nats.start(0)
+        deadline = time.monotonic() + 90
+        while (answer := track("while-away").status_code) != 200:  # the sender's retry, as Segment's clients do
+            assert answer == 503 and time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        node.stop()
+        nats.stop()
