@@ -256,8 +256,10 @@ class CatalogWatch:
         self.version = self._catalog.data_version()
 
     def close(self) -> None:
+        """Stop listening. The thread may be inside a wait for notifications (up to `catalog_poll_seconds`);
+        it is a daemon and holds nothing to flush, so a stopping process does not wait that long for it."""
         self._stop.set()
-        self._thread.join(timeout=self._poll + 5)
+        self._thread.join(timeout=0.5)
 
 
 def _source(row: dict[str, Any]) -> Source:
