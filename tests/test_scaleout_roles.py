@@ -68,7 +68,6 @@ def test_serve_says_why_a_role_or_backend_cannot_run(tmp_path: Path, pg_database
 def test_an_ingest_node_answers_503_while_nats_is_away_and_200_once_it_is_back(
     tmp_path: Path, pg_database: str
 ) -> None:
-    from conftest import Sluice
     from nats_cluster import NatsCluster, nats_server_binary
     from scaleout_node import Node
 
@@ -81,7 +80,7 @@ def test_an_ingest_node_answers_503_while_nats_is_away_and_200_once_it_is_back(
            "SLUICE_NATS_REQUEST_TIMEOUT_SECONDS": "2"}
     node = Node(tmp_path / "ingest", env=env, role="ingest")
     try:
-        key = Sluice.create_source(node)["write_key"]
+        key = node.create_source("http", "web")["write_key"]
         node.start()
 
         def track(mid: str) -> httpx.Response:
