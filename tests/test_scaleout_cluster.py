@@ -180,3 +180,18 @@ def test_a_standby_deliver_node_takes_over_when_the_owner_dies(deployment: dict[
     assert sorted(rows(db)) == sorted([f"before-{i}" for i in range(20)] + [f"after-{i}" for i in range(20)])
     assert [d["state"] for d in standby.admin("/admin/status")["deliveries"]] == ["ok"]
     assert os.path.exists(standby.data_dir / "server.json")
+
+    # A replay asked for with the CLI anywhere (shared state, found in JetStream by time) is carried out by
+    # the node running the worker; the warehouse keeps one row per event.
+    out = ingest_a.cli("replay", "pg", "--since", "1h").stdout
+    assert out.startswith("replaying 40 events of web to pg") and "every node sees it" in out
+
+    def replays_left() -> int:
+        with psycopg.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM _sluice.replays").fetchone()[0])  # type: ignore[index]
+
+    with psycopg.connect(db) as conn:  # the CLI's request went to the shared state (and was taken from there)
+        assert conn.execute("SELECT last_value, is_called FROM _sluice.replays_id_seq").fetchone() == (1, True)
+    eventually(lambda: replays_left() == 0, "the replay")
+    assert sorted(rows(db)) == sorted([f"before-{i}" for i in range(20)] + [f"after-{i}" for i in range(20)])
+    assert "no dead letters for pg" in ingest_a.cli("deliveries", "dead-letters", "pg").stdout
