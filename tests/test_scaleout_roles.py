@@ -31,6 +31,10 @@ def test_one_owner_per_consumer_taken_released_and_taken_over(pg_database: str) 
         with psycopg.connect(pg_database, autocommit=True) as admin:
             pid = node_b._conn.info.backend_pid  # type: ignore[union-attr]
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            deadline = time.monotonic() + 30  # the backend exits a moment after it is told to
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                assert time.monotonic() < deadline, "the terminated session did not end"
+                time.sleep(0.05)
         assert node_b.alive() is False and node_b.held == set()
         assert node_a.acquire(1, "dest-1") and node_a.acquire(1, "dest-2")  # taken over
         assert node_b.alive() and not node_b.acquire(1, "dest-1")  # back, with a new session, as a standby
