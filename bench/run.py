@@ -55,6 +55,8 @@ class Config:
     fresh_rate: float = 10.0
     fresh_events: int = 100
     fresh_seconds: float = 20.0
+    # 7. ingest through JetStream beside the embedded log, one ingest process vs two (bench/scaleout.py)
+    scaleout_seconds: float = 5.0
 
 
 QUICK = Config(
@@ -70,6 +72,7 @@ QUICK = Config(
     fresh_rate=10.0,
     fresh_events=20,
     fresh_seconds=2.0,
+    scaleout_seconds=0.5,
 )
 
 TARGETS = {
@@ -267,6 +270,20 @@ def phase_fresh(cfg: Config, workdir: Path, prof: Profiler) -> dict[str, Any]:
         prof.stop()
         server.stop()
     return {"runs": runs, "peak_rss_mb": rss}
+
+
+def phase_scaleout(cfg: Config, workdir: Path) -> dict[str, Any]:
+    from bench import scaleout
+
+    def spec_for(server: SluiceServer, source: dict[str, Any], i: int) -> dict[str, Any]:
+        return {
+            **_base_spec(server, source),
+            "kind": "batch", "path": "/v1/batch", "events_per_request": cfg.batch_events,
+            "concurrency": cfg.batch_concurrency, "warmup": cfg.batch_warmup, "duration": cfg.scaleout_seconds,
+            "run": 0x7000 + i, "seed": i + 1,
+        }
+
+    return scaleout.phase(workdir, cfg.runs, spec_for, run_client)
 
 
 def phase_load(cfg: Config, workdir: Path, with_dlt: bool) -> dict[str, Any]:
@@ -498,6 +515,9 @@ def build_rows(cfg: Config, r: dict[str, Any]) -> tuple[list[list[str]], dict[st
         f" flood {fl['b_max_during_s']:.2f} s (alone {fl['b_median_alone_s']:.2f} s, {fl['b_batches_during']}"
         " batches meanwhile)", "in-process", "B never stalls", _met(fl["b_batches_during"] > 0),
     ])
+    from bench import scaleout
+
+    rows += scaleout.rows(r["scaleout"], _median, _n, _spread, head)
     return rows, head
 
 
@@ -537,6 +557,9 @@ def checks(r: dict[str, Any]) -> tuple[list[str], list[str]]:
             notes.append(f"freshness: {x['fresh_missing']} acknowledged events never became visible")
         if x["late_sends"]:
             warnings.append(f"freshness: the client sent {x['late_sends']} requests late (> 50 ms behind schedule)")
+    from bench import scaleout
+
+    notes += scaleout.checks(r["scaleout"])
     measured = [*b["runs"], *r["single"]["track"], *r["single"]["noop"], *r["fresh"]["runs"], *ld["sluice"]["runs"]]
     other = _median([x.get("other_cpu", 0.0) for x in measured])
     if other > 0.25:
@@ -634,6 +657,12 @@ def render_doc(
         "- **5. Memory.** The RSS (VmRSS in /proc/<pid>/status) of every process of the server (the supervisor"
         " and its children, from `server.json`), summed, sampled every 0.2 s during the batched phase: the highest"
         " sum. Beside it, the sum of each process's own peak (VmHWM), an upper bound.",
+        f"- **7. Scale-out ingest.** Row 1's client and bodies ({cfg.scaleout_seconds:.0f} s measured per run) against"
+        " a fresh server per configuration: the embedded default (`--workers 1`, then `2`; delivery loads DuckDB"
+        " alongside, as in row 1), and `sluice serve --role ingest` with the catalog in PostgreSQL, appending to"
+        " JetStream: one nats-server (1 replica) and a 3-server cluster (3 replicas, a 200 once 2 of 3 stored"
+        " each event), all on this machine (`bench/scaleout.py`). Checked afterwards: the stream's last"
+        " sequence equals the events acknowledged. Ratios: 7f JetStream ÷ embedded, 7g two processes ÷ one.",
         "",
         KEEP_MARKER,
     ]
@@ -683,6 +712,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("fresh", lambda: phase_fresh(cfg, workdir, prof)),
         ("load", lambda: phase_load(cfg, workdir, with_dlt)),
         ("wide", lambda: _json_subprocess(["-m", "bench.wide", *(["--quick"] if args.quick else [])], 1800)),
+        ("scaleout", lambda: phase_scaleout(cfg, workdir)),
     ):
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)

@@ -35,8 +35,10 @@ def proc_status_kb(pid: int, key: str) -> int:
 
 
 class SluiceServer:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int | None = None,
+                 args: list[str] | None = None) -> None:
         self.workers = workers  # ingest processes; None: sluice's default (one per core)
+        self.args = args or []  # more `serve` flags (`--role ingest`)
         self.data_dir = data_dir
         self.port = free_port()
         self.admin_port = free_port()  # the admin API listens on a port of its own
@@ -75,7 +77,8 @@ class SluiceServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sluice.cli", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port),
-             "--admin-port", str(self.admin_port), *(["--workers", str(self.workers)] if self.workers else [])],
+             "--admin-port", str(self.admin_port), *(["--workers", str(self.workers)] if self.workers else []),
+             *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env,
         )
         log.close()

@@ -11,10 +11,10 @@ importing its module only then:
 | delivery state | beside the catalog's kind: `log.db` tables | `postgresql` tables (`delivery/pg_state.py`) |
 | destination cursors | where the log is: `log.db` (or PostgreSQL) | `nats`: durable consumers |
 
-`open_backends(settings)` builds all four for a process; `sluice serve` (and, once the process model has
-landed, its `--role ingest|deliver|all` processes) and the CLI take them from here, so no other module
-asks which backend runs. The JetStream log is for several nodes, so its delivery state must be shared
-too: it needs the PostgreSQL catalog.
+`open_backends(settings)` builds all four for a process: the scale-out roles of `sluice serve`
+(`server/scaleout.py`) and the CLI's delivery commands take them from here, and `deployment()` tells
+`sluice serve` which layout runs them, so no other module asks which backend runs. The JetStream log
+is for several nodes, so its delivery state must be shared too: it needs the PostgreSQL catalog.
 """
 
 from __future__ import annotations
@@ -79,6 +79,18 @@ def _jetstream_cursors(settings: Settings, log: Log) -> Any:
     return JetStreamCursors(log, settings.nats_ack_wait_seconds)
 
 
+def _local_owners(settings: Settings) -> Any:
+    from sluice.delivery.ownership import LocalOwners
+
+    return LocalOwners()
+
+
+def _pg_owners(settings: Settings) -> Any:
+    from sluice.delivery.ownership import PgOwners
+
+    return PgOwners(settings.catalog, settings.nats_stream)
+
+
 def _sqlite_sources(catalog: Any) -> Any:
     from sluice.ingest.auth import SourceRegistry
 
@@ -97,6 +109,15 @@ CATALOG_BACKENDS: dict[str, Callable[[Settings], Any]] = {"sqlite": _sqlite_cata
 STATE_BACKENDS: dict[str, Callable[[Settings, Log, Any], Any]] = {"sqlite": _sqlite_state, "postgresql": _pg_state}
 CURSOR_STORES: dict[str, Callable[[Settings, Log], Any] | None] = {"sqlite": None, "nats": _jetstream_cursors}
 SOURCE_REGISTRIES: dict[str, Callable[[Any], Any]] = {"sqlite": _sqlite_sources, "postgresql": _watched_sources}
+# Who runs each (source, destination) worker: one process on one machine; among deliver nodes, the holder of a
+# PostgreSQL advisory lock (delivery/ownership.py). Follows the catalog, which every deliver node shares.
+OWNERSHIP: dict[str, Callable[[Settings], Any]] = {"sqlite": _local_owners, "postgresql": _pg_owners}
+# Whether every node (and the CLI) reads and writes the delivery state directly: shared state needs no running
+# server to go through (the embedded log.db has one writer, the server, while it runs).
+SHARED_STATE: dict[str, bool] = {"sqlite": False, "postgresql": True}
+# How `sluice serve` runs (sluice/server/): the embedded layout (a log writer, delivery owning DuckDB, ingest),
+# or the scale-out roles on shared engines (`--role ingest|deliver|all`, no log writer, no DuckDB).
+DEPLOYMENTS: dict[tuple[str, str], str] = {("sqlite", "sqlite"): "embedded", ("nats", "postgresql"): "scale-out"}
 
 _LOG_SCHEMES = {"": "sqlite", "nats": "nats", "tls": "nats"}
 _CATALOG_SCHEMES = {"": "sqlite", "postgres": "postgresql", "postgresql": "postgresql"}
@@ -138,6 +159,25 @@ def embedded(settings: Settings) -> bool:
     return check(settings) == (EMBEDDED, EMBEDDED)
 
 
+def deployment(settings: Settings) -> str:
+    """How `sluice serve` runs these backends: "embedded" or "scale-out"; ValueError for a mix it does not run."""
+    kind = DEPLOYMENTS.get(check(settings))
+    if kind is None:
+        raise ValueError(
+            "`sluice serve` runs either everything in the data dir or the scale-out backends together:"
+            " set both --log nats://... and --catalog postgresql://..., or neither (docs/scale-out.md)"
+        )
+    return kind
+
+
+def shared_state(settings: Settings) -> bool:
+    return SHARED_STATE[check(settings)[1]]
+
+
+def open_owners(settings: Settings) -> Any:
+    return OWNERSHIP[catalog_backend(settings)](settings)
+
+
 def open_log(settings: Settings, readonly: bool = False) -> Log:
     return LOG_BACKENDS[log_backend(settings)](settings, readonly)
 
@@ -173,12 +213,20 @@ class Backends:
 
 def open_backends(settings: Settings, readonly_log: bool = False) -> Backends:
     _, catalog_name = check(settings)
-    log = open_log(settings, readonly=readonly_log)
+    # The catalog first: a wrong database is reported before a JetStream stream is created for nothing.
+    catalog = open_catalog(settings)
     try:
-        catalog = open_catalog(settings)
+        log = open_log(settings, readonly=readonly_log)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            getattr(catalog, "close", lambda: None)()
+        raise
+    try:
         state = open_state(settings, log)
         sources = SOURCE_REGISTRIES[catalog_name](catalog)
     except BaseException:
+        with contextlib.suppress(Exception):
+            getattr(catalog, "close", lambda: None)()
         log.close()
         raise
     return Backends(log, catalog, state, sources)

@@ -79,6 +79,8 @@ class Settings:
     # `postgresql://...` puts the catalog and the delivery state in PostgreSQL.
     log: str = ""
     catalog: str = ""
+    # What `sluice serve` runs with the scale-out backends: ingest, deliver (workers and the admin API), or all.
+    role: str = "all"
 
     # The JetStream log (sluice/log/nats.py): the stream is created with these when it does not exist yet.
     nats_stream: str = "SLUICE"

@@ -16,7 +16,7 @@ from bench import run
 DLT = ("dlt_rows_per_s", "dlt_parquet_rows_per_s", "load_over_dlt")
 
 ROWS = ["1", "1b", "2a", "2b", "2c", "3a", "3b", "3c", "3d", "3e", "3f", "3g", "3h", "3i", "4", "5", "6a", "6b",
-        "6c"]
+        "6c", "7a", "7b", "7c", "7d", "7e", "7f", "7g"]
 
 
 def test_quick_bench_produces_every_row(tmp_path: Path) -> None:

@@ -228,8 +228,11 @@ def test_backends_are_chosen_by_name(tmp_path: Path, nats_cluster: Any, pg_datab
         assert isinstance(built.sources, WatchedSourceRegistry)
     finally:
         built.close()
-    # `sluice serve` does not run them until the role wiring lands, and says so rather than ignoring them.
+    # `sluice serve` runs the embedded layout or the scale-out roles, and says why not for anything between.
     from sluice.server import StartupError, serve
 
-    with pytest.raises(StartupError, match="does not run yet"):
-        serve(scale_out)
+    assert backends.deployment(scale_out) == "scale-out" and backends.deployment(embedded) == "embedded"
+    with pytest.raises(StartupError, match="--role ingest runs one part of a scale-out deployment"):
+        serve(Settings(data_dir=tmp_path, role="ingest"))
+    with pytest.raises(StartupError, match=r"set both --log nats://\S+ and --catalog postgresql://\S+, or neither"):
+        serve(Settings(data_dir=tmp_path, catalog=pg_database))

@@ -17,7 +17,7 @@ import orjson
 import psycopg
 
 from sluice.catalog.models import SOURCE_TYPES, Destination, Source
-from sluice.catalog.store import CatalogError, _now, new_token
+from sluice.catalog.store import CatalogError, _now, _origins, new_token
 from sluice.pg_store import SCHEMA, PgStore
 from sluice.warehouse.naming import schema_name
 
@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.catalog_destinations (
 );
 CREATE TABLE IF NOT EXISTS {SCHEMA}.catalog_version (one integer PRIMARY KEY CHECK (one = 1), version bigint NOT NULL);
 INSERT INTO {SCHEMA}.catalog_version VALUES (1, 0) ON CONFLICT DO NOTHING;
+-- What the embedded catalog's sources gained after 0.1 (store.py's _SOURCE_COLUMNS), same meaning.
+ALTER TABLE {SCHEMA}.catalog_sources ADD COLUMN IF NOT EXISTS allowed_origins text NOT NULL DEFAULT '[]';
+ALTER TABLE {SCHEMA}.catalog_sources ADD COLUMN IF NOT EXISTS store_ips boolean NOT NULL DEFAULT true;
+ALTER TABLE {SCHEMA}.catalog_sources ADD COLUMN IF NOT EXISTS segment_token text UNIQUE;
+ALTER TABLE {SCHEMA}.catalog_sources ADD COLUMN IF NOT EXISTS segment_secret text;
 """
 _SOURCES = f"{SCHEMA}.catalog_sources"
 _DESTINATIONS = f"{SCHEMA}.catalog_destinations"
@@ -71,7 +76,9 @@ class PostgresCatalog:
 
     # -- sources ----------------------------------------------------------------------------
 
-    def create_source(self, type_: str, name: str, schema: str) -> Source:
+    def create_source(
+        self, type_: str, name: str, schema: str, allowed_origins: list[str] | None = None, store_ips: bool = True
+    ) -> Source:
         if type_ not in SOURCE_TYPES:
             raise CatalogError(f"unknown source type {type_!r}: use one of {', '.join(SOURCE_TYPES)}")
         if not name.strip():
@@ -80,13 +87,16 @@ class PostgresCatalog:
             schema = schema_name(schema)
         except ValueError as e:
             raise CatalogError(str(e)) from None
+        origins = _origins(allowed_origins or [])
         token = new_token() if type_ == "drip" else None
         try:
             with self.store.tx() as db:
                 row = db.execute(
-                    f"INSERT INTO {_SOURCES} (type, name, schema, write_key, webhook_token, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
-                    (type_, name.strip(), schema, new_token(), token, _now()),
+                    f"INSERT INTO {_SOURCES} (type, name, schema, write_key, webhook_token, created_at,"
+                    " allowed_origins, store_ips, segment_token, segment_secret)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                    (type_, name.strip(), schema, new_token(), token, _now(), orjson.dumps(origins).decode(),
+                     store_ips, new_token(), new_token()),
                 ).fetchone()
                 self._changed(db)
         except psycopg.errors.UniqueViolation:
@@ -118,6 +128,37 @@ class PostgresCatalog:
         with self.store.tx() as db:
             db.execute(f"UPDATE {_SOURCES} SET write_key = %s WHERE id = %s", (new_token(), source.id))
             self._changed(db)
+        return self.get_source(str(source.id))
+
+    def update_source(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        allowed_origins: list[str] | None = None,
+        store_ips: bool | None = None,
+        segment_secret: str | None = None,
+    ) -> Source:
+        """As the embedded catalog's: change what is given (None leaves it)."""
+        source = self.get_source(ref)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            if not name.strip():
+                raise CatalogError("a source needs a non-empty --name")
+            changes["name"] = name.strip()
+        if allowed_origins is not None:
+            changes["allowed_origins"] = orjson.dumps(_origins(allowed_origins)).decode()
+        if store_ips is not None:
+            changes["store_ips"] = store_ips
+        if segment_secret is not None:
+            if len(segment_secret) < 16:
+                raise CatalogError("a Segment shared secret needs at least 16 characters")
+            changes["segment_secret"] = segment_secret
+        if changes:
+            with self.store.tx() as db:
+                assignments = ", ".join(f"{column} = %s" for column in changes)  # column names are ours, not input
+                db.execute(f"UPDATE {_SOURCES} SET {assignments} WHERE id = %s", (*changes.values(), source.id))
+                self._changed(db)
         return self.get_source(str(source.id))
 
     def delete_source(self, ref: str) -> Source:
@@ -215,14 +256,18 @@ class CatalogWatch:
         self.version = self._catalog.data_version()
 
     def close(self) -> None:
+        """Stop listening. The thread may be inside a wait for notifications (up to `catalog_poll_seconds`);
+        it is a daemon and holds nothing to flush, so a stopping process does not wait that long for it."""
         self._stop.set()
-        self._thread.join(timeout=self._poll + 5)
+        self._thread.join(timeout=0.5)
 
 
 def _source(row: dict[str, Any]) -> Source:
     return Source(
         id=int(row["id"]), type=row["type"], name=row["name"], schema=row["schema"], write_key=row["write_key"],
         webhook_token=row["webhook_token"], created_at=row["created_at"],
+        allowed_origins=tuple(orjson.loads(row["allowed_origins"])), store_ips=bool(row["store_ips"]),
+        segment_token=row["segment_token"], segment_secret=row["segment_secret"],
     )
 
 

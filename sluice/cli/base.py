@@ -139,11 +139,18 @@ def admin_request(data_dir: Path, method: str, path: str, payload: Any = None) -
     return body
 
 
-def delivery_write(data_dir: Path, op: str, **args: Any) -> Any:
+def delivery_write(data_dir: Path, op: str, config: Settings | None = None, **args: Any) -> Any:
     """One of the delivery state's writes (sluice/delivery/state.py): through the running server, so that
-    log.db keeps one writer, or directly when no server runs."""
+    log.db keeps one writer, or directly when no server runs. Shared state (PostgreSQL, `config` naming it)
+    is written directly: every node sees it at once (cli/shared_state.py)."""
     from sluice.delivery.state import DeliveryState
 
+    if config is not None:
+        from sluice.cli.shared_state import shared_write
+
+        done, result = shared_write(config, op, **args)
+        if done:
+            return result
     if running_server(data_dir) is not None:
         return admin_request(data_dir, "POST", "/admin/delivery-state", {"op": op, "args": args})["result"]
     return DeliveryState(data_dir / LOG_FILE).apply(op, **args)

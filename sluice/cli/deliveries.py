@@ -24,6 +24,8 @@ from sluice.cli.base import (
     running_server,
     settings,
 )
+from sluice.cli.shared_state import dead_letters as shared_dead_letters
+from sluice.cli.shared_state import is_shared, replay_range, status_rows
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE
 from sluice.delivery.state import DeliveryState
 from sluice.destinations.warehouse import warehouse_consumer
@@ -64,7 +66,9 @@ def _resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
     return Ref(cat.get_source(str(dest.source_id)), dest.consumer, dest.name, dest.type == "postgres", dest.id)
 
 
-def _when_sent(data_dir: Path) -> str:
+def _when_sent(data_dir: Path, config: Settings | None = None) -> str:
+    if config is not None and is_shared(config):
+        return "by the deliver node running it (shared state: every node sees it at once)"
     return "now" if running_server(data_dir) else "when `sluice serve` next runs"
 
 
@@ -145,7 +149,9 @@ def deliveries() -> None:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Per destination: lag (events not yet delivered), last success, last error, dead letters."""
     data_dir = settings(ctx).data_dir
-    if running_server(data_dir) is not None:
+    if is_shared(settings(ctx)):  # scale-out: read from PostgreSQL and JetStream, from anywhere
+        rows = status_rows(settings(ctx))
+    elif running_server(data_dir) is not None:
         rows = admin_request(data_dir, "GET", "/admin/status")["deliveries"]
     else:
         rows = _local_status(settings(ctx), catalog(ctx))
@@ -176,7 +182,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def dead_letters(ctx: click.Context, dest: str, source_ref: str | None, limit: int, as_json: bool) -> None:
     """List the events DEST refused for good, with the reason."""
     ref = resolve(ctx, dest, source_ref)
-    items = _state(settings(ctx).data_dir).dead_letters(ref.consumer, limit)
+    config = settings(ctx)
+    if is_shared(config):
+        items = shared_dead_letters(config, ref.consumer, limit)
+    else:
+        items = _state(config.data_dir).dead_letters(ref.consumer, limit)
     for item in items:
         message = orjson.loads(item.pop("body"))
         item["message_id"] = message.get("messageId")
@@ -208,9 +218,10 @@ def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, sourc
     if not all_ and not ids:
         fail("say which dead letters: ids, or --all")
     ref = resolve(ctx, dest, source_ref)
-    data_dir = settings(ctx).data_dir
-    n = delivery_write(data_dir, "request_retry", consumer=ref.consumer, ids=None if all_ else list(ids))
-    where = _when_sent(data_dir)
+    config = settings(ctx)
+    data_dir = config.data_dir
+    n = delivery_write(data_dir, "request_retry", config, consumer=ref.consumer, ids=None if all_ else list(ids))
+    where = _when_sent(data_dir, config)
     click.echo(f"{n} dead letter{'s' if n != 1 else ''} of {ref.label} will be re-sent {where}")
 
 
@@ -227,14 +238,19 @@ def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_
     start, end = _when(since), _when(until) if until else datetime.now(UTC)
     if end <= start:
         fail("--until must be after --since")
-    log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
-    after = log.seq_before(ref.source.id, int(start.timestamp() * 1000))
-    last = log.last_seq(ref.source.id, int(end.timestamp() * 1000))
-    count = log.depth(ref.source.id, after) - log.depth(ref.source.id, last)
-    log.close()
+    config = settings(ctx)
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    if is_shared(config):  # the range is found in JetStream (by store time)
+        after, last, count = replay_range(config, ref.source.id, start_ms, end_ms)
+    else:
+        log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
+        after = log.seq_before(ref.source.id, start_ms)
+        last = log.last_seq(ref.source.id, end_ms)
+        count = log.depth(ref.source.id, after) - log.depth(ref.source.id, last)
+        log.close()
     if count <= 0:
         click.echo(f"no events of {ref.source.schema} between {start.isoformat()} and {end.isoformat()}")
         return
-    delivery_write(data_dir, "add_replay", consumer=ref.consumer, after_seq=after, end_seq=last)
-    where = _when_sent(data_dir)
+    delivery_write(data_dir, "add_replay", config, consumer=ref.consumer, after_seq=after, end_seq=last)
+    where = _when_sent(data_dir, config)
     click.echo(f"replaying {count} event{'s' if count != 1 else ''} of {ref.source.schema} to {ref.label} {where}")

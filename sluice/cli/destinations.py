@@ -117,7 +117,7 @@ def _one(ctx: click.Context, ref: str, action: str) -> None:
             dest = cat.get_destination(ref)
         elif action == "remove":
             dest = cat.remove_destination(ref)
-            delivery_write(settings(ctx).data_dir, "forget", consumer=dest.consumer)
+            delivery_write(settings(ctx).data_dir, "forget", settings(ctx), consumer=dest.consumer)
         else:
             dest = cat.set_destination_enabled(ref, action == "enable")
     except CatalogError as e:

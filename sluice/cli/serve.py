@@ -18,16 +18,23 @@ from sluice.cli.base import fail, main, settings
 @click.option("--admin-port", type=int, default=None, help="Port of the admin API (default 8089).")
 @click.option("--workers", type=int, default=None,
               help="Ingest processes sharing the ingest port (default: one per core; also SLUICE_WORKERS).")
+@click.option("--role", type=click.Choice(["ingest", "deliver", "all"]), default=None,
+              help="Scale-out only: run ingest, delivery (and the admin API), or both (default all; also SLUICE_ROLE).")
+@click.option("--log", "log_url", default=None, metavar="URL",
+              help="The log: nats://host:4222[,host2:4222...] for JetStream (also SLUICE_LOG; default the data dir).")
+@click.option("--catalog", "catalog_url", default=None, metavar="URL",
+              help="Catalog and delivery state: postgresql://... (also SLUICE_CATALOG; default the data dir).")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, admin_host: str | None, admin_port: int | None,
-          workers: int | None) -> None:
+          workers: int | None, role: str | None, log_url: str | None, catalog_url: str | None) -> None:
     """Run the server: ingest processes, the log writer, delivery and warehouse loading, and the admin API on its
     own port."""
     from sluice.server.common import SUPERVISOR_ENV, settings_dict
 
     if workers is not None and workers < 1:
         fail("--workers must be at least 1")
-    config = settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port, workers=workers)
+    config = settings(ctx, host=host, port=port, admin_host=admin_host, admin_port=admin_port, workers=workers,
+                      role=role, log=log_url, catalog=catalog_url)
     # The supervisor runs for as long as the server does: it becomes a fresh interpreter (same pid, same
     # stdout) that imports only what it needs, instead of keeping the whole CLI in memory.
     sys.stdout.flush()

@@ -159,5 +159,5 @@ def sources_delete(ctx: click.Context, ref: str) -> None:
         fail(str(e))
         return
     for dest in doomed:
-        delivery_write(settings(ctx).data_dir, "forget", consumer=dest.consumer)
+        delivery_write(settings(ctx).data_dir, "forget", settings(ctx), consumer=dest.consumer)
     click.echo(f"deleted source {source.id} ({source.name}); schema {source.schema} stays in the warehouse")

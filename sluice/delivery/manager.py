@@ -14,6 +14,7 @@ from typing import Any
 
 from sluice.catalog.models import Destination, Source
 from sluice.catalog.store import Catalog
+from sluice.delivery.ownership import LocalOwners
 from sluice.delivery.state import DeliveryState
 from sluice.delivery.worker import Worker
 from sluice.destinations import registry
@@ -34,15 +35,18 @@ class DeliveryManager:
         state: DeliveryState,
         catalog: Catalog,
         sources: SourceRegistry,
-        embedded: Callable[[Source], Target],
+        embedded: Callable[[Source], Target] | None,
         settings: Settings,
         metrics: Metrics,
+        owners: Any = None,
     ) -> None:
         self.log = log
         self.state = state
         self.catalog = catalog
         self.sources = sources
-        self.embedded = embedded  # the built-in warehouse every source loads into
+        self.embedded = embedded  # the built-in warehouse every source loads into (None: scale-out has none)
+        # Which workers this process runs (delivery/ownership.py): all of them, or those whose lock it holds.
+        self.owners = owners if owners is not None else LocalOwners()
         self.settings = settings
         self.metrics = metrics
         self.workers: dict[tuple[int, str], Worker] = {}
@@ -59,8 +63,9 @@ class DeliveryManager:
     def _wanted(self) -> dict[tuple[int, str], tuple[Source, Destination | None]]:
         wanted: dict[tuple[int, str], tuple[Source, Destination | None]] = {}
         sources = {s.id: s for s in self.sources.all()}
-        for source in sources.values():
-            wanted[(source.id, "warehouse")] = (source, None)
+        if self.embedded is not None:
+            for source in sources.values():
+                wanted[(source.id, "warehouse")] = (source, None)
         for dest in self.catalog.list_destinations():
             if dest.enabled and dest.source_id in sources:
                 wanted[(dest.source_id, dest.consumer)] = (sources[dest.source_id], dest)
@@ -69,16 +74,26 @@ class DeliveryManager:
     def sync(self) -> None:
         """Make the running workers match the catalog."""
         wanted = self._wanted()
+        owned = self.owners.alive()  # False: the locks are gone with their session, so is every worker
         for key in list(self.workers):
-            if key not in wanted:
+            if key not in wanted or not owned:
                 worker = self.workers.pop(key)
                 worker.stop()
                 self._stopping[key] = worker
-        self._stopping = {k: w for k, w in self._stopping.items() if w.is_alive()}
+        for key, worker in list(self._stopping.items()):
+            if not worker.is_alive():
+                del self._stopping[key]
+                if key not in self.workers:  # stopped for good here: another node may take it now
+                    self.owners.release(*key)
+        if not owned:
+            return
         for key, (source, dest) in wanted.items():
             if (key in self.workers and self.workers[key].is_alive()) or key in self._stopping:
                 continue
+            if key not in self.workers and not self.owners.acquire(*key):
+                continue  # another deliver node runs it
             if dest is None:
+                assert self.embedded is not None
                 target, names = self.embedded(source), ()
             else:
                 target, names = registry.build(dest, self.settings), registry.names(dest)
@@ -138,6 +153,7 @@ class DeliveryManager:
         # (source, worker key, cursor name, label, keeps its own cursor, enabled)
         wanted: list[tuple[Source, str, str, str, bool, bool]] = [
             (s, "warehouse", warehouse_consumer(s), "warehouse", True, True) for s in sources.values()
+            if self.embedded is not None
         ]
         wanted += [
             (sources[d.source_id], d.consumer, d.consumer, d.name, d.type == "postgres", d.enabled)
@@ -156,7 +172,7 @@ class DeliveryManager:
             if not enabled:
                 state = "disabled"
             elif worker is None:
-                state = "starting"
+                state = "starting" if isinstance(self.owners, LocalOwners) else "elsewhere"
             elif failing is None:
                 state = "ok"
             else:
@@ -181,3 +197,4 @@ class DeliveryManager:
             w.stop()
         for w in self.workers.values():
             w.join(timeout=30)
+        self.owners.close()

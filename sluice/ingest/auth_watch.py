@@ -35,6 +35,7 @@ class WatchedSourceRegistry(SourceRegistry):
         self._loaded: int | None = None
         self._by_key: dict[str, Source] = {}
         self._by_token: dict[str, Source] = {}
+        self._by_segment_token: dict[str, Source] = {}
         self._by_id: dict[int, Source] = {}
 
     def _fresh(self) -> None:
@@ -47,6 +48,7 @@ class WatchedSourceRegistry(SourceRegistry):
             sources = self._catalog.list_sources()
             self._by_key = {s.write_key: s for s in sources}
             self._by_token = {s.webhook_token: s for s in sources if s.webhook_token}
+            self._by_segment_token = {s.segment_token: s for s in sources if s.segment_token}
             self._by_id = {s.id: s for s in sources}
             self._loaded = version
 

@@ -86,6 +86,14 @@ class JetStreamOptions:
         return f"{self.prefix}.{source_id}"
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _ms_rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
@@ -115,6 +123,7 @@ class NatsLog(Log):
         self._head = 0
         self._head_at = 0.0
         self._head_lock = threading.Lock()
+        self._head_refreshing = False  # a background refresh asked for from an event loop is under way
         # (source, after seq) -> (reader consumer, when last used): a read that carries on reuses its reader.
         self._readers: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()
         self._dropping: set[asyncio.Task[None]] = set()
@@ -123,7 +132,7 @@ class NatsLog(Log):
         self._acks: dict[str, asyncio.Future[bytes]] | None = None
         self._ack_prefix = ""
         try:
-            info = self.conn.run(self._ensure_stream())
+            info = self.conn.run(self._ensure_stream(), timeout=options.request_timeout_seconds * 10)
         except BaseException:
             self.conn.close()
             raise
@@ -157,6 +166,18 @@ class NatsLog(Log):
         }
 
     async def _ensure_stream(self) -> dict[str, Any] | None:
+        """The stream's info, creating it if needed. A cluster that has just started (or lost a server)
+        may take longer than one request timeout to place a 3-replica stream: a request that timed out
+        is asked again, twice (a create that did go through is then found "already in use")."""
+        for attempt in range(3):
+            try:
+                return await self._ensure_stream_once()
+            except NatsError as e:
+                if e.code != 408 or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _ensure_stream_once(self) -> dict[str, Any] | None:
         try:
             return dict(await self.conn.api(f"STREAM.INFO.{self.stream}"))
         except NatsError as e:
@@ -368,9 +389,16 @@ class NatsLog(Log):
     # -- positions -----------------------------------------------------------------------------
 
     def head(self) -> int:
-        """The stream's last seq: refreshed from the server at most every `head_poll_seconds`."""
+        """The stream's last seq: refreshed from the server at most every `head_poll_seconds`. Called on an
+        event loop (ingest's /health and /metrics), it never waits for the server, which may be away for
+        a request timeout: it answers what it knows and asks for a refresh in the background."""
         now = time.monotonic()
         if now - self._head_at < self.options.head_poll_seconds or self._closed.is_set():
+            return self._head
+        if _on_event_loop():
+            if not self._head_refreshing:
+                self._head_refreshing = True
+                asyncio.run_coroutine_threadsafe(self._refresh_head(), self.conn.loop)
             return self._head
         with self._head_lock:
             if time.monotonic() - self._head_at >= self.options.head_poll_seconds:
@@ -378,6 +406,17 @@ class NatsLog(Log):
                 self._head = max(self._head, int(info["state"]["last_seq"]))
                 self._head_at = time.monotonic()
             return self._head
+
+    async def _refresh_head(self) -> None:
+        try:
+            info = await self.conn.api(f"STREAM.INFO.{self.stream}")
+            with self._head_lock:
+                self._head = max(self._head, int(info["state"]["last_seq"]))
+                self._head_at = time.monotonic()
+        except Exception:  # NATS away: the next call asks again
+            pass
+        finally:
+            self._head_refreshing = False
 
     def wait_for(self, after_seq: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout

@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
+import re
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -26,6 +29,13 @@ import orjson
 from nats.aio.client import Client
 
 T = TypeVar("T")
+logger = logging.getLogger("sluice.nats")
+_QUIET_SECONDS = 10.0  # one line per this long while a server stays away, not a traceback per attempt
+
+
+def redacted(url: str) -> str:
+    """The URL as logs and errors show it: credentials (`nats://user:password@host`) replaced."""
+    return re.sub(r"(://|,)[^@,/]*@", r"\1***@", url)
 
 
 class NatsError(RuntimeError):
@@ -51,7 +61,9 @@ def servers(url: str) -> list[str]:
 class NatsConnection:
     def __init__(self, url: str, timeout: float, name: str = "sluice") -> None:
         self.url = url
+        self.shown = redacted(url)  # what messages say: never the credentials
         self.timeout = timeout
+        self._last_complaint = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
         self._thread.start()
@@ -66,9 +78,17 @@ class NatsConnection:
                 max_reconnect_attempts=-1,  # a cluster loses a server now and then: keep trying the others
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
+                error_cb=self._complain,
             )
         except Exception as e:
-            raise NatsError(f"cannot connect to NATS at {self.url}: {type(e).__name__}: {e}") from None
+            raise NatsError(f"cannot connect to NATS at {self.shown}: {type(e).__name__}: {e}") from None
+
+    async def _complain(self, error: Exception) -> None:
+        """nats-py's own handler logs a traceback per reconnection attempt: one line now and then instead."""
+        now = time.monotonic()
+        if now - self._last_complaint >= _QUIET_SECONDS:
+            self._last_complaint = now
+            logger.warning("NATS at %s: %s: %s (retrying)", self.shown, type(error).__name__, error)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -81,7 +101,7 @@ class NatsConnection:
             return future.result(timeout if timeout is not None else self.timeout * 4)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise NatsError(f"NATS at {self.url} did not answer in time") from None
+            raise NatsError(f"NATS at {self.shown} did not answer in time") from None
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await a coroutine that runs on the connection's loop, from another event loop."""
@@ -94,11 +114,11 @@ class NatsConnection:
         try:
             msg = await self.nc.request(f"$JS.API.{subject}", data, timeout=timeout or self.timeout)
         except nats.errors.NoRespondersError:
-            raise NatsError(f"JetStream is not enabled or not reachable at {self.url}", 503) from None
+            raise NatsError(f"JetStream is not enabled or not reachable at {self.shown}", 503) from None
         except (TimeoutError, nats.errors.TimeoutError):
-            raise NatsError(f"JetStream at {self.url} did not answer {subject.split('.')[0]} in time", 408) from None
+            raise NatsError(f"JetStream at {self.shown} did not answer {subject.split('.')[0]} in time", 408) from None
         except nats.errors.Error as e:
-            raise NatsError(f"NATS at {self.url}: {type(e).__name__}: {e}") from None
+            raise NatsError(f"NATS at {self.shown}: {type(e).__name__}: {e}") from None
         answer = orjson.loads(msg.data)
         error = answer.get("error") if isinstance(answer, dict) else None
         if error:

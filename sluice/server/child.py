@@ -21,6 +21,9 @@ ROLES = {
     "log": "sluice.server.log_role",  # the one writer of log.db, fed over a local socket
     "deliver": "sluice.server.deliver_role",  # delivery workers, the warehouse loader, the admin API
     "ingest": "sluice.server.ingest_role",  # HTTP ingest; N of them share one listening socket
+    # The scale-out roles (sluice/server/scaleout.py): the same jobs on the shared engines.
+    "shared-ingest": "sluice.server.shared_ingest",  # HTTP ingest appending to JetStream
+    "shared-deliver": "sluice.server.shared_deliver",  # workers among deliver nodes, the admin API
 }
 
 _PR_SET_PDEATHSIG = 1

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from sluice.backends import embedded
+from sluice.backends import deployment
 from sluice.catalog.store import Catalog
 from sluice.datadir import WAREHOUSE_FILE
 from sluice.server.common import (
@@ -108,20 +108,29 @@ class Supervisor:
 
     # -- children ---------------------------------------------------------------------------------
 
-    def spawn(self, slot: Slot) -> None:
+    def child_fds(self, slot: Slot) -> dict[str, int]:
         fds = {"log": self.sockets["log"].fileno()} if slot.role == "log" else {}
         if slot.role == "deliver":
             fds["admin"] = self.sockets["admin"].fileno()
         if slot.role == "ingest":
             fds["ingest"] = self.sockets["ingest"].fileno()
             fds["go"] = self._go_r
+        return fds
+
+    def child_role(self, slot: Slot) -> str:
+        """The module a slot runs (sluice/server/child.py's ROLES); the scale-out supervisor runs others."""
+        return slot.role
+
+    def spawn(self, slot: Slot) -> None:
+        fds = self.child_fds(slot)
+        role = self.child_role(slot)
         config = ChildConfig(
-            role=slot.role, settings=settings_dict(self.settings), data_dir=str(self.data_dir),
+            role=role, settings=settings_dict(self.settings), data_dir=str(self.data_dir),
             run_dir=str(self.run_dir), log_socket=self.log_socket, ready_fd=self._ready_w, fds=fds,
         )
         slot.proc = subprocess.Popen(
             # The data dir in the command line is for `ps` only: the configuration comes in the environment.
-            [sys.executable, "-m", "sluice.server.child", slot.role, str(self.data_dir)],
+            [sys.executable, "-m", "sluice.server.child", role, str(self.data_dir)],
             env={**self._env, CHILD_ENV: config.to_env()},
             pass_fds=[self._ready_w, *fds.values()],
         )
@@ -300,13 +309,17 @@ def workers_for(settings: Settings) -> int:
 
 def serve(settings: Settings) -> None:
     try:
-        scale_out = not embedded(settings)
+        kind = deployment(settings)
     except ValueError as e:
         raise StartupError(str(e)) from None
-    if scale_out:  # the backends exist (sluice/backends.py); running them in `serve` comes with --role
+    if kind != "embedded":  # the roles on shared engines: sluice/server/scaleout.py
+        from sluice.server.scaleout import serve_scale_out
+
+        return serve_scale_out(settings)
+    if settings.role != "all":
         raise StartupError(
-            "SLUICE_LOG / SLUICE_CATALOG name scale-out backends, which `sluice serve` does not run yet"
-            " (docs/scale-out.md#what-is-not-wired-yet); unset them to serve from the data dir"
+            f"--role {settings.role} runs one part of a scale-out deployment: it needs --log nats://... and"
+            " --catalog postgresql://... (docs/scale-out.md); with the data dir, serve everything (--role all)"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = settings.data_dir.resolve()
