@@ -73,6 +73,18 @@ def append_retrying(log: NatsLog, recs: list[Record], seconds: float = 60) -> li
             time.sleep(0.2)
 
 
+def read_retrying(log: NatsLog, source: int, seconds: float = 60) -> list[Any]:
+    """One read of up to 1,000 entries, tried again while the cluster is still settling after a kill (a
+    reader's creation can time out then, as a delivery worker's would, and it retries too)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return log.read(source, 0, 1000)
+        except NatsError:
+            assert time.monotonic() < deadline, "the cluster did not serve reads again"
+            time.sleep(0.2)
+
+
 def all_ids(log: NatsLog, source: int, seconds: float = 60) -> list[str]:
     """Every id of the source, read as a delivery worker reads: a read refused while the cluster elects a new
     leader is tried again."""
@@ -111,7 +123,7 @@ def test_acknowledged_appends_survive_sigkill_of_the_stream_leader(nats_cluster:
         # A new client (another node) reads every acknowledged event, once, in order.
         other = open_log(nats_cluster, "KILL")
         assert all_ids(other, 1) == before + after
-        seqs = [e.seq for e in other.read(1, 0, 1000)]
+        seqs = [e.seq for e in read_retrying(other, 1)]
         assert seqs == sorted(seqs) and len(set(seqs)) == 400
     finally:
         nats_cluster.start(leader)
