@@ -222,6 +222,10 @@ class DuckDBWarehouse(Warehouse):
         engine = duckdb.IOException | duckdb.OutOfMemoryException | duckdb.TransactionException
         return isinstance(error, engine | MemoryError | OSError)
 
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own on the warehouse (the analytics stage's reads); the caller closes it."""
+        return self._db.cursor()
+
     def query(self, sql: str, limits: QueryLimits) -> dict[str, Any]:
         """Admin SQL: read-only, on a connection of its own (never the loader's), within `limits`."""
         return run_read_only(self._db.cursor(), sql, limits)
@@ -239,6 +243,11 @@ def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def open_file(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse file opened read-only (no server running), with the server's restrictions."""
+    return lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN)))
+
+
 def query_file(path: Path, sql: str, limits: QueryLimits) -> dict[str, Any]:
     """Admin SQL on the warehouse file directly (no server running), with the server's restrictions."""
-    return run_read_only(lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN))), sql, limits)
+    return run_read_only(open_file(path), sql, limits)
