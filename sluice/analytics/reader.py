@@ -56,3 +56,41 @@ def _group(rows: list[dict[str, Any]]) -> Columns:
     for r in rows:
         out.setdefault((r["table_schema"], r["table_name"]), set()).add(r["column_name"])
     return {k: frozenset(v) for k, v in out.items()}
+
+
+class PostgresReader:
+    """A PostgreSQL warehouse (a `postgres` destination): one short read-only session per statement, in
+    UTC, with the admin SQL's time limit as `statement_timeout` and its row cap."""
+
+    engine = "postgres"
+    max_identifier_bytes = 63
+
+    def __init__(self, url: str, limits: QueryLimits) -> None:
+        self._url = url
+        self._limits = limits
+
+    def columns(self) -> Columns:
+        return _group(self.rows(_COLUMNS_SQL + " AND table_catalog = current_database()"))
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        timeout_ms = max(1, int(self._limits.seconds * 1000))
+        try:
+            with (
+                psycopg.connect(self._url, autocommit=True, connect_timeout=10,
+                                options=f"-c TimeZone=UTC -c statement_timeout={timeout_ms}"
+                                " -c default_transaction_read_only=on") as con,
+                con.cursor(row_factory=dict_row) as cur,
+            ):
+                cur.execute(sql)  # type: ignore[arg-type]  # built from quoted identifiers and literals
+                rows = cur.fetchmany(self._limits.max_rows + 1)
+        except psycopg.errors.QueryCanceled:
+            raise QueryRefused(f"the report ran longer than the limit of {self._limits.seconds:g} s and was stopped"
+                               " (SLUICE_QUERY_TIME_LIMIT_SECONDS)") from None
+        except psycopg.OperationalError as e:
+            raise QueryRefused(f"the PostgreSQL warehouse cannot be reached: {str(e).splitlines()[0]}") from None
+        if len(rows) > self._limits.max_rows:
+            raise QueryRefused(f"the report has more than {self._limits.max_rows:,} rows (SLUICE_QUERY_MAX_ROWS)")
+        return rows

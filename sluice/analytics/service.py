@@ -13,6 +13,8 @@ from sluice.analytics.email_events import email_schemas
 from sluice.analytics.email_report import GROUPS, email_report
 from sluice.analytics.periods import PeriodError, parse_duration, parse_time
 from sluice.analytics.reader import Reader
+from sluice.analytics.readers import reader_factory
+from sluice.warehouse.readonly import QueryLimits
 
 KINDS = ("email", "attribution")
 DEFAULTS = {"since": "30d", "window": "5d", "model": "last", "by": "campaign"}
@@ -92,3 +94,11 @@ def _schemas(source: str | None, context: ReportContext, reader: Reader) -> list
         return [context.catalog.get_source(source).schema]
     except ValueError as e:  # CatalogError: no such source
         raise ReportError(str(e)) from None
+
+
+def report_service(catalog: Any, embedded: Callable[[], Reader], limits: QueryLimits
+                   ) -> Callable[[str, Mapping[str, str]], list[dict[str, Any]]]:
+    """`AdminServices.reports` and the CLI's direct path: reports over the embedded warehouse (`embedded()`
+    gives its reader) or a warehouse destination of `catalog`."""
+    context = ReportContext(catalog, reader_factory(catalog, embedded, limits))
+    return lambda kind, params: run_report(kind, params, context)

@@ -20,7 +20,10 @@ from typing import Any
 import duckdb
 import orjson
 
+from sluice.analytics.reader import DuckDBReader
+from sluice.analytics.service import report_service
 from sluice.api.app import AdminServices, create_admin_app
+from sluice.api.reports import REPORT_ROUTES
 from sluice.catalog.store import Catalog
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
 from sluice.delivery.manager import DeliveryManager
@@ -164,7 +167,8 @@ def run(child: Child) -> None:
     admin_app = create_admin_app(AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
-    ))
+        reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits),
+    ), routes=REPORT_ROUTES)
     publisher = Publisher(manager, log, metrics, Path(child.config.run_dir) / HEALTH_FILE,
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
