@@ -7,20 +7,24 @@ warehouse; the reports read it through the same reader the server uses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import throwaway_pg_database
 from test_mapping import entries
 
 from sluice.analytics.email_report import complaint_alert
 from sluice.analytics.identity import identity_map_sql
-from sluice.analytics.reader import DuckDBReader
+from sluice.analytics.reader import DuckDBReader, PostgresReader, Reader
 from sluice.analytics.service import ReportContext, ReportError, run_report
 from sluice.sources.drip import map_webhook
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
+from sluice.warehouse.loader import Caps, Warehouse
+from sluice.warehouse.postgres_engine import PostgresWarehouse
 from sluice.warehouse.readonly import QueryLimits
 
 NOW = datetime(2024, 5, 31, tzinfo=UTC)  # --since 30d starts at 2024-05-01
@@ -103,21 +107,30 @@ WEB: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportContext]:
-    wh = DuckDBWarehouse(Path(tmp_path_factory.mktemp("reports")) / "w.duckdb")
-    wh.load("warehouse-1", "drip", entries(*DRIP))
-    wh.load("warehouse-2", "web", entries(*WEB))
-    reader = DuckDBReader(wh.connection, QueryLimits(60, 100_000))
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportContext]:
+    """The same data in either warehouse engine: every report test runs on both."""
+    with contextlib.ExitStack() as stack:
+        limits = QueryLimits(60, 100_000)
+        wh: Warehouse
+        reader: Reader
+        if request.param == "duckdb":
+            duck = DuckDBWarehouse(Path(tmp_path_factory.mktemp("reports")) / "w.duckdb")
+            wh, reader = duck, DuckDBReader(duck.connection, limits)
+        else:
+            url = stack.enter_context(throwaway_pg_database())
+            wh, reader = PostgresWarehouse(url, Caps()), PostgresReader(url, limits)
+        stack.callback(wh.close)
+        wh.load("warehouse-1", "drip", entries(*DRIP))
+        wh.load("warehouse-2", "web", entries(*WEB))
+        yield ReportContext(Sources(), lambda name: reader)
 
-    class Sources:
-        def get_source(self, ref: str) -> Any:
-            if ref not in ("drip", "web"):
-                raise ValueError(f"no source {ref!r}")
-            return type("S", (), {"schema": ref})
 
-    yield ReportContext(Sources(), lambda name: reader)
-    wh.close()
+class Sources:
+    def get_source(self, ref: str) -> Any:
+        if ref not in ("drip", "web"):
+            raise ValueError(f"no source {ref!r}")
+        return type("S", (), {"schema": ref})
 
 
 def report(context: ReportContext, kind: str, **params: str) -> list[dict[str, Any]]:
