@@ -74,6 +74,10 @@ def test_reports_with_and_without_server(sluice: Sluice) -> None:
     bad = sluice.cli("report", "attribution", "--conversion", "Refund", check=False)
     assert bad.returncode == 1 and "no 'Refund' events in the warehouse" in bad.stderr
 
+    # The identity map as a view anyone's SQL can use (re-created as tables appear).
+    assert poll(sluice, "select email, user_id, user_ids from _sluice.identity_map", 1) == [
+        {"email": "bob@x.com", "user_id": "u2", "user_ids": 1}]
+
     sluice.stop()
     assert orjson.loads(sluice.cli("report", "email", "--format", "json").stdout) == served
     assert orjson.loads(sluice.cli(*attribution).stdout) == [ATTRIBUTION_ROW]

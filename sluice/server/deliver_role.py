@@ -22,6 +22,7 @@ import orjson
 
 from sluice.analytics.reader import DuckDBReader
 from sluice.analytics.service import report_service
+from sluice.analytics.views import IdentityViewKeeper
 from sluice.api.app import AdminServices, create_admin_app
 from sluice.api.reports import REPORT_ROUTES
 from sluice.catalog.store import Catalog
@@ -174,10 +175,13 @@ def run(child: Child) -> None:
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
     manager.start()
     publisher.start()
+    views = IdentityViewKeeper(DuckDBReader(warehouse.connection, limits), warehouse.connection, 5)
+    views.start()
     try:
         http.run(http.serve(servers, child.ready))
     finally:
         publisher.halt.set()
+        views.halt.set()
         manager.stop()
         with contextlib.suppress(Exception):
             publisher.publish()  # the last word: nothing stalled any more
