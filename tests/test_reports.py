@@ -49,7 +49,7 @@ def identify(user_id: str, email: str, at: str) -> dict[str, Any]:
     return {"type": "identify", "userId": user_id, "traits": {"email": email}, "timestamp": at}
 
 
-E1 = {"email_id": "101", "email_subject": "Welcome aboard"}  # webhooks only: no campaign known -> its subject
+E1 = {"email_id": "101", "email_subject": "Welcome aboard"}  # webhooks only: no campaign -> labelled by subject
 E2 = {"email_id": "202", "email_subject": "May news", "campaign_id": "77", "campaign_name": "Newsletter"}
 E3 = {"email_id": "303", "email_subject": "Last call"}  # opened, never delivered
 E4 = {"email_id": "404", "email_subject": "Old"}  # before the period
@@ -163,10 +163,10 @@ def test_email_report_by_campaign(context: ReportContext) -> None:
     rows = report(context, "email", by="campaign")
     # E2 is placed by its campaign name; E1 and E3 cannot be placed and are rows labelled by their subjects;
     # E4 is before --since 30d. Ordered by deliveries.
-    assert [r["key"] for r in rows] == ["Newsletter", "Welcome aboard", "Last call"]
+    assert [r["key"] for r in rows] == ["Newsletter", "Welcome aboard (email 101)", "Last call (email 303)"]
     assert rows[0] == {"key": "Newsletter", **NEWSLETTER}
-    assert rows[1] == {"key": "Welcome aboard", **WELCOME}
-    assert rows[2] == {"key": "Last call", **LAST_CALL}
+    assert rows[1] == {"key": "Welcome aboard (email 101)", **WELCOME}
+    assert rows[2] == {"key": "Last call (email 303)", **LAST_CALL}
 
 
 def test_email_report_by_email_and_day(context: ReportContext) -> None:
@@ -192,7 +192,7 @@ def test_email_report_period_and_source(context: ReportContext) -> None:
     rows = report(context, "email", by="email", since="2024-04-01", until="2024-05-01")
     assert [(r["key"], r["deliveries"], r["unique_opens"]) for r in rows] == [("404", 1, 0)]
     assert report(context, "email", source="web") == []  # the web source holds no email events
-    assert by_key(report(context, "email", source="drip"))["Welcome aboard"]["deliveries"] == 3
+    assert by_key(report(context, "email", source="drip"))["Welcome aboard (email 101)"]["deliveries"] == 3
 
 
 def test_complaint_alert_thresholds() -> None:
@@ -221,8 +221,8 @@ def test_attribution_last(context: ReportContext) -> None:
     # last: c5 -> E2. Newsletter: c3 + c5 = 2, $70, 2 touches; Last call: c1; Welcome aboard: touched only.
     assert rows == [
         {"key": "Newsletter", "conversions": 2.0, "revenue": 70.0, "touches": 2},
-        {"key": "Last call", "conversions": 1.0, "revenue": 50.0, "touches": 1},
-        {"key": "Welcome aboard", "conversions": 0.0, "revenue": 0.0, "touches": 1},
+        {"key": "Last call (email 303)", "conversions": 1.0, "revenue": 50.0, "touches": 1},
+        {"key": "Welcome aboard (email 101)", "conversions": 0.0, "revenue": 0.0, "touches": 1},
     ]
 
 
@@ -230,9 +230,9 @@ def test_attribution_first_and_linear(context: ReportContext) -> None:
     first = report(context, "attribution", conversion="Order Completed", value="revenue", model="first")
     # first: c5 -> E1. Each group 1 conversion (ties ordered by key).
     assert first == [
-        {"key": "Last call", "conversions": 1.0, "revenue": 50.0, "touches": 1},
+        {"key": "Last call (email 303)", "conversions": 1.0, "revenue": 50.0, "touches": 1},
         {"key": "Newsletter", "conversions": 1.0, "revenue": 30.0, "touches": 2},
-        {"key": "Welcome aboard", "conversions": 1.0, "revenue": 40.0, "touches": 1},
+        {"key": "Welcome aboard (email 101)", "conversions": 1.0, "revenue": 40.0, "touches": 1},
     ]
     linear = report(context, "attribution", conversion="Order Completed", value="revenue", model="linear",
                     by="email")
@@ -248,7 +248,7 @@ def test_attribution_window(context: ReportContext) -> None:
     rows = report(context, "attribution", conversion="Order Completed", value="revenue", window="1d")
     # 1 day: c1 keeps E3 (23 h before); c5 keeps only E2 (20 h); c3's E2 open is 45 h before: out.
     assert rows == [
-        {"key": "Last call", "conversions": 1.0, "revenue": 50.0, "touches": 1},
+        {"key": "Last call (email 303)", "conversions": 1.0, "revenue": 50.0, "touches": 1},
         {"key": "Newsletter", "conversions": 1.0, "revenue": 40.0, "touches": 1},
     ]
     # Without --value, revenue is 0.

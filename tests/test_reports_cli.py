@@ -36,11 +36,11 @@ HOOKS = [
          ip_address="203.0.113.9", **E1),
     hook("subscriber.bounced", "dee@x.com", 1, **E1),
 ]
-EMAIL_ROW = {"key": "Welcome aboard", "deliveries": 3, "unique_opens": 1, "open_rate": 0.3333, "unique_clicks": 1,
-             "click_rate": 0.3333, "click_to_open_rate": 1.0, "bot_clicks": 0, "unsubscribes": 0,
+EMAIL_ROW = {"key": "Welcome aboard (email 101)", "deliveries": 3, "unique_opens": 1, "open_rate": 0.3333,
+             "unique_clicks": 1, "click_rate": 0.3333, "click_to_open_rate": 1.0, "bot_clicks": 0, "unsubscribes": 0,
              "unsubscribe_rate": 0.0, "hard_bounces": 1, "hard_bounce_rate": 0.3333, "complaints": 0,
              "complaint_rate": 0.0, "complaint_alert": None}
-ATTRIBUTION_ROW = {"key": "Welcome aboard", "conversions": 1.0, "revenue": 25.0, "touches": 1}
+ATTRIBUTION_ROW = {"key": "Welcome aboard (email 101)", "conversions": 1.0, "revenue": 25.0, "touches": 1}
 
 
 def test_reports_with_and_without_server(sluice: Sluice) -> None:

@@ -4,8 +4,9 @@
   the last email delivered to that person before it; one with no earlier delivery keeps no email id.
 - `bot` marks the clicks bots.py recognises.
 - `labels` names each email's campaign: a campaign name an event of that email carried (Segment's Drip
-  integration sends `campaign_name`), else one the Drip catalog sync knows, else the email's subject, so
-  an email that cannot be placed is its own row, never dropped.
+  integration sends `campaign_name`), else one the Drip catalog sync knows, else `<subject> (email <id>)`,
+  so an email that cannot be placed is its own row, never dropped (and two emails with one subject, or a
+  subject personalised per recipient, stay one row per email).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ flagged AS (SELECT p.kind, p.ts, p.person, p.email_id,
   FROM placed AS p
   LEFT JOIN deliveries AS d ON d.person = p.person AND d.email_id = p.email_id
   LEFT JOIN crowd AS c ON c.email_id = p.email_id AND c.ip = p.ip),
-labels AS (SELECT e.email_id, COALESCE(max(e.campaign), max(k.campaign), max(e.subject), e.email_id) AS campaign
+labels AS (SELECT e.email_id, COALESCE(max(e.campaign), max(k.campaign),
+    min(e.subject) || ' (email ' || e.email_id || ')', e.email_id) AS campaign
   FROM ev AS e LEFT JOIN {known} AS k ON k.email_id = e.email_id
   WHERE e.email_id IS NOT NULL GROUP BY e.email_id)"""
