@@ -42,6 +42,8 @@ class AdminServices:
     # The reports (sluice/analytics/service.py): kind ("email" | "attribution") and the query parameters, named
     # as the CLI's options -> the JSON rows; raises ReportError (a ValueError) for a bad parameter.
     reports: Callable[[str, Mapping[str, str]], list[dict[str, Any]]] | None = None
+    # Drops a schema no source uses from the embedded warehouse (sluice/api/schemas.py).
+    drop_schema: Callable[[str], dict[str, Any]] | None = None
 
 
 class RequireToken:

@@ -25,6 +25,7 @@ from sluice.analytics.service import report_service
 from sluice.analytics.views import IdentityViewKeeper
 from sluice.api.app import AdminServices, create_admin_app
 from sluice.api.reports import REPORT_ROUTES
+from sluice.api.schemas import SCHEMA_ROUTES, drop_source_schema
 from sluice.catalog.store import Catalog
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
 from sluice.delivery.manager import DeliveryManager
@@ -169,7 +170,8 @@ def run(child: Child) -> None:
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
         reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits),
-    ), routes=REPORT_ROUTES)
+        drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
+    ), routes=[*REPORT_ROUTES, *SCHEMA_ROUTES])
     publisher = Publisher(manager, log, metrics, Path(child.config.run_dir) / HEALTH_FILE,
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
