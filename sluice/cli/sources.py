@@ -62,6 +62,8 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     if connection:
         click.echo(f"Drip account: {connection['account_id']} (webhook {connection['webhook_id']} registered"
                    f" {connection['connected_at']}; catalog synced: {connection['synced_at'] or 'not yet'})")
+        if connection["sync_error"]:
+            click.echo(f"  last catalog sync failed: {connection['sync_error']}")
     if source.type == "drip":
         click.echo("")
         click.echo(DRIP_SETUP.format(base=base_url))
