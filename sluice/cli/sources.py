@@ -27,14 +27,15 @@ def sources() -> None:
     """Create and manage sources (each has a write key and its own warehouse schema)."""
 
 
-def public_base_url(ctx: click.Context) -> str:
-    """Every printed URL's base (sluice/sources/public_url.py), with the warning when Drip cannot reach it."""
+def public_base_url(ctx: click.Context, for_drip: bool) -> str:
+    """Every printed URL's base (sluice/sources/public_url.py); for a Drip source, with the warning when Drip
+    cannot reach it (a browser or a Segment library on the same network may well reach a private address)."""
     from sluice.sources.drip_connect import server_info
     from sluice.sources.public_url import public_base
 
     config = settings(ctx)
     base = public_base(config, server_info(config.data_dir) if running_server(config.data_dir) else None)
-    if base.warning:
+    if base.warning and for_drip:
         click.echo(f"warning: {base.warning}", err=True)
     return base.url
 
@@ -42,7 +43,7 @@ def public_base_url(ctx: click.Context) -> str:
 def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     from sluice.sources.drip_connect import drip_connection
 
-    base_url = public_base_url(ctx)
+    base_url = public_base_url(ctx, for_drip=source.type == "drip")
     public = source.public(base_url)
     connection = drip_connection(settings(ctx), source.id) if source.type == "drip" else None
     if as_json:
@@ -103,8 +104,9 @@ def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allow
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
     """List sources."""
-    base = public_base_url(ctx)
-    items = [s.public(base) for s in catalog(ctx).list_sources()]
+    listed = catalog(ctx).list_sources()
+    base = public_base_url(ctx, for_drip=any(s.type == "drip" for s in listed))
+    items = [s.public(base) for s in listed]
     if as_json:
         print_json(items)
         return
