@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,10 +63,15 @@ def _measure(server: SluiceServer, spec_for: Callable[[SluiceServer, dict[str, A
     server.start(timeout=120)
     try:
         out = [run_client(spec_for(server, source, i)) for i in range(runs)]
-        head = int(server.health()["log_head"])
+        acked = sum(r["acked_events_total"] for r in out)
+        # /health answers the head its process last knew and refreshes it in the background (it never waits
+        # on NATS), and an ingest process that took no request has not looked yet: ask until it has caught up.
+        deadline = time.monotonic() + 10
+        while (head := int(server.health()["log_head"])) != acked and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         server.stop()
-    return {"runs": out, "acked_events": sum(r["acked_events_total"] for r in out), "log_head": head}
+    return {"runs": out, "acked_events": acked, "log_head": head}
 
 
 def phase(workdir: Path, runs: int, spec_for: Callable[[SluiceServer, dict[str, Any], int], dict[str, Any]],

@@ -121,6 +121,10 @@ class Settings:
     query_time_limit_seconds: float = 30.0
     query_max_rows: int = 10_000
 
+    # Drip's REST API (connect-drip, the catalog sync, reconcile): its base URL, and how often the catalog is synced.
+    drip_api_url: str = "https://api.getdrip.com"
+    drip_sync_interval_seconds: float = 3600.0
+
     # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
     bench_endpoints: bool = False
 

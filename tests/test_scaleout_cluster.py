@@ -171,7 +171,9 @@ def test_a_standby_deliver_node_takes_over_when_the_owner_dies(deployment: dict[
         client.track("u", "Before", message_id=f"before-{i}")
     eventually(lambda: len(rows(db)) == 20, "the first events")
     # One owner: the first node runs the worker, the standby says it runs elsewhere.
-    assert [d["state"] for d in deliver_1.admin("/admin/status")["deliveries"]] == ["ok"]
+    # (A worker may be between a retry and its next success on a loaded machine: it settles by itself.)
+    eventually(lambda: [d["state"] for d in deliver_1.admin("/admin/status")["deliveries"]] == ["ok"],
+               "the owner's worker ok")
     assert [d["state"] for d in standby.admin("/admin/status")["deliveries"]] == ["elsewhere"]
 
     deliver_1.stop(signal.SIGKILL)  # its PostgreSQL sessions end with it, and its locks

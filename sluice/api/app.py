@@ -9,7 +9,7 @@ one more entry in `routes` and gets the same check for free.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,11 @@ class AdminServices:
     # Applies one of the delivery state's named writes through the log's single writer (the CLI's
     # replays, re-drives and removals, while the server runs).
     delivery_state: Callable[..., Any]
+    # The reports (sluice/analytics/service.py): kind ("email" | "attribution" | "reconcile") and query params, named
+    # as the CLI's options -> the JSON rows; raises ReportError (a ValueError) for a bad parameter.
+    reports: Callable[[str, Mapping[str, str]], list[dict[str, Any]]] | None = None
+    # Drops a schema no source uses from the embedded warehouse (sluice/api/schemas.py).
+    drop_schema: Callable[[str], dict[str, Any]] | None = None
 
 
 class RequireToken:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sluice.cli import deliveries, demo, destinations, query, recover, serve, sources  # noqa: F401 - registers commands
+# Importing registers the commands (drip_connect adds connect-drip and disconnect-drip to `sources`).
+from sluice.cli import deliveries, demo, destinations, drip_connect, query, recover, report, serve, sources  # noqa: F401
 from sluice.cli.base import accept_data_dir_anywhere, main
 
 accept_data_dir_anywhere(main)

@@ -6,12 +6,13 @@ import click
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
-from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
+from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, running_server, settings
 
 DRIP_SETUP = """\
 Connect Drip (two ways; use either or both):
-  A. Drip webhooks: in Drip, Settings > Webhooks > New webhook, paste the webhook URL above and
-     tick the events you want (tick "include received email" for Email Delivered).
+  A. Drip webhooks: `sluice sources connect-drip SOURCE --account-id ID --api-token TOKEN` registers the
+     webhook URL above in your Drip account (or in Drip, Settings > Webhooks > New webhook: paste it, tick
+     every event and "include received email" for Email Delivered).
   B. Drip -> Segment -> sluice: Drip's Segment integration sends only to Segment. Where Drip's
      data already flows into a Segment source, add Segment's Webhooks destination to that source
      with the Segment webhook URL and shared secret above.
@@ -26,11 +27,27 @@ def sources() -> None:
     """Create and manage sources (each has a write key and its own warehouse schema)."""
 
 
+def public_base_url(ctx: click.Context, for_drip: bool) -> str:
+    """Every printed URL's base (sluice/sources/public_url.py); for a Drip source, with the warning when Drip
+    cannot reach it (a browser or a Segment library on the same network may well reach a private address)."""
+    from sluice.sources.drip_connect import server_info
+    from sluice.sources.public_url import public_base
+
+    config = settings(ctx)
+    base = public_base(config, server_info(config.data_dir) if running_server(config.data_dir) else None)
+    if base.warning and for_drip:
+        click.echo(f"warning: {base.warning}", err=True)
+    return base.url
+
+
 def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
-    base_url = settings(ctx).base_url
+    from sluice.sources.drip_connect import drip_connection
+
+    base_url = public_base_url(ctx, for_drip=source.type == "drip")
     public = source.public(base_url)
+    connection = drip_connection(settings(ctx), source.id) if source.type == "drip" else None
     if as_json:
-        print_json(public)
+        print_json({**public, "drip_connection": connection} if source.type == "drip" else public)
         return
     click.echo(f"id:          {source.id}")
     click.echo(f"type:        {source.type}")
@@ -43,6 +60,11 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     click.echo(f"store IPs:   {'yes' if source.store_ips else 'no (context.ip is never stored)'}")
     click.echo(f"Segment webhook URL:   {public['segment_webhook_url']}")
     click.echo(f"Segment shared secret: {source.segment_secret}")
+    if connection:
+        click.echo(f"Drip account: {connection['account_id']} (webhook {connection['webhook_id']} registered"
+                   f" {connection['connected_at']}; catalog synced: {connection['synced_at'] or 'not yet'})")
+        if connection["sync_error"]:
+            click.echo(f"  last catalog sync failed: {connection['sync_error']}")
     if source.type == "drip":
         click.echo("")
         click.echo(DRIP_SETUP.format(base=base_url))
@@ -82,8 +104,9 @@ def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allow
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
     """List sources."""
-    base = settings(ctx).base_url
-    items = [s.public(base) for s in catalog(ctx).list_sources()]
+    listed = catalog(ctx).list_sources()
+    base = public_base_url(ctx, for_drip=any(s.type == "drip" for s in listed))
+    items = [s.public(base) for s in listed]
     if as_json:
         print_json(items)
         return

@@ -20,7 +20,12 @@ from typing import Any
 import duckdb
 import orjson
 
+from sluice.analytics.reader import DuckDBReader
+from sluice.analytics.service import report_service
+from sluice.analytics.views import IdentityViewKeeper
 from sluice.api.app import AdminServices, create_admin_app
+from sluice.api.reports import REPORT_ROUTES
+from sluice.api.schemas import SCHEMA_ROUTES, drop_source_schema
 from sluice.catalog.store import Catalog
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
 from sluice.delivery.manager import DeliveryManager
@@ -36,6 +41,7 @@ from sluice.server.child import Child
 from sluice.server.common import HEALTH_FILE, StartupError, admin_token
 from sluice.server.log_role import WIRE_CLASSES
 from sluice.settings import Settings
+from sluice.warehouse.drip_catalog import DripCatalogSync
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
 from sluice.warehouse.loader import Caps
 from sluice.warehouse.readonly import QueryLimits
@@ -164,16 +170,24 @@ def run(child: Child) -> None:
     admin_app = create_admin_app(AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
-    ))
+        reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits, settings),
+        drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
+    ), routes=[*REPORT_ROUTES, *SCHEMA_ROUTES])
     publisher = Publisher(manager, log, metrics, Path(child.config.run_dir) / HEALTH_FILE,
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
     manager.start()
     publisher.start()
+    views = IdentityViewKeeper(DuckDBReader(warehouse.connection, limits), warehouse.connection, 5)
+    views.start()
+    drip_sync = DripCatalogSync(settings, catalog, warehouse.connection)
+    drip_sync.start()
     try:
         http.run(http.serve(servers, child.ready))
     finally:
         publisher.halt.set()
+        views.halt.set()
+        drip_sync.halt.set()
         manager.stop()
         with contextlib.suppress(Exception):
             publisher.publish()  # the last word: nothing stalled any more

@@ -14,7 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sluice.analytics.reader import Reader
+from sluice.analytics.service import ReportError, report_service
 from sluice.api.app import AdminServices, create_admin_app
+from sluice.api.reports import REPORT_ROUTES
 from sluice.backends import open_owners
 from sluice.delivery.manager import DeliveryManager
 from sluice.metrics import Metrics
@@ -23,6 +26,7 @@ from sluice.server.child import Child
 from sluice.server.common import HEALTH_FILE, admin_token
 from sluice.server.deliver_role import Publisher
 from sluice.server.shared_open import open_shared
+from sluice.warehouse.readonly import QueryLimits
 
 
 def no_warehouse(sql: str) -> dict[str, Any]:
@@ -30,6 +34,11 @@ def no_warehouse(sql: str) -> dict[str, Any]:
         "a scale-out deployment has no embedded warehouse: query the PostgreSQL destination with psql or any"
         " SQL client (docs/scale-out.md)"
     )
+
+
+def no_embedded_reader() -> Reader:
+    raise ReportError("a scale-out deployment has no embedded warehouse: name the PostgreSQL destination the"
+                      " report reads with --warehouse DESTINATION (warehouse=... in the API)")
 
 
 def run(child: Child) -> None:
@@ -48,7 +57,9 @@ def run(child: Child) -> None:
     admin_app = create_admin_app(AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=no_warehouse, status=status,
         delivery_state=parts.state.apply,
-    ))
+        reports=report_service(parts.catalog, no_embedded_reader, QueryLimits(settings.query_time_limit_seconds,
+                                                                             settings.query_max_rows), settings),
+    ), routes=REPORT_ROUTES)
     publisher = Publisher(manager, parts.log, metrics, Path(child.config.run_dir) / HEALTH_FILE,  # type: ignore[arg-type]
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
