@@ -7,16 +7,7 @@ import click
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
 from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
-
-DRIP_SETUP = """\
-Connect Drip (two ways; use either or both):
-  A. Drip webhooks: in Drip, Settings > Webhooks > New webhook, paste the webhook URL above and
-     tick the events you want (tick "include received email" for Email Delivered).
-  B. Drip -> Segment -> sluice: Drip's Segment integration sends only to Segment. Where Drip's
-     data already flows into a Segment source, add Segment's Webhooks destination to that source
-     with the Segment webhook URL and shared secret above.
-Docs: docs/connect-drip.md"""
-
+from sluice.services import sources as service
 
 # -- sources ----------------------------------------------------------------------------------
 
@@ -43,12 +34,8 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     click.echo(f"store IPs:   {'yes' if source.store_ips else 'no (context.ip is never stored)'}")
     click.echo(f"Segment webhook URL:   {public['segment_webhook_url']}")
     click.echo(f"Segment shared secret: {source.segment_secret}")
-    if source.type == "drip":
-        click.echo("")
-        click.echo(DRIP_SETUP.format(base=base_url))
-    else:
-        click.echo("")
-        click.echo(f"Point any Segment library at {base_url} with this write key; analytics.js: docs/tracking-api.md.")
+    click.echo("")
+    click.echo(service.setup_text(source, base_url))
 
 
 _ALLOWED_ORIGIN_HELP = (
@@ -70,7 +57,7 @@ def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allow
                    store_ips: bool, as_json: bool) -> None:
     """Create a source and print its id, write key, webhook URLs and Segment shared secret."""
     try:
-        source = catalog(ctx).create_source(type_, name, schema, list(allowed_origins), store_ips)
+        source = service.create(catalog(ctx), type_, name, schema, list(allowed_origins), store_ips)
     except CatalogError as e:
         fail(str(e))
         return
@@ -151,13 +138,10 @@ def sources_rotate(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def sources_delete(ctx: click.Context, ref: str) -> None:
     """Delete a source: its write key stops working at once. Warehouse tables are kept."""
-    cat = catalog(ctx)
+    data_dir = settings(ctx).data_dir
     try:
-        doomed = cat.list_destinations(cat.get_source(ref).id)  # deleted with it (ON DELETE CASCADE)
-        source = cat.delete_source(ref)
+        source = service.delete(catalog(ctx), ref, lambda op, **args: delivery_write(data_dir, op, **args))
     except CatalogError as e:
         fail(str(e))
         return
-    for dest in doomed:
-        delivery_write(settings(ctx).data_dir, "forget", consumer=dest.consumer)
     click.echo(f"deleted source {source.id} ({source.name}); schema {source.schema} stays in the warehouse")
