@@ -88,3 +88,13 @@ def replay(log: Log, write: DeliveryWrite, ref: Ref, start: datetime, end: datet
     if count > 0:
         write("add_replay", consumer=ref.consumer, after_seq=after, end_seq=last)
     return max(count, 0)
+
+
+def resolve_consumer(cat: Catalog, consumer: str) -> Ref:
+    """The destination a cursor name (`dest-3`, `warehouse-1`, as status rows carry) belongs to."""
+    kind, _, number = consumer.rpartition("-")
+    if not number.isdigit() or kind not in ("dest", "warehouse"):
+        raise CatalogError(f"no destination {consumer!r}")
+    if kind == "warehouse":
+        return resolve(cat, "warehouse", number)
+    return resolve(cat, number, None)
