@@ -11,7 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from sluice.api.app import AdminServices
 from sluice.catalog.store import Catalog
-from sluice.console import auth_pages, live, sources_page
+from sluice.console import auth_pages, destinations_page, live, pages, sources_page
 from sluice.console.guard import ConsoleGuard
 from sluice.console.session import SessionStore
 from sluice.console.web import ConsoleContext
@@ -35,6 +35,8 @@ def build(context: ConsoleContext) -> Console:
         *auth_pages.ROUTES,
         *sources_page.ROUTES,
         *live.ROUTES,
+        *pages.ROUTES,
+        *destinations_page.ROUTES,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     return Console(routes, ConsoleGuard(context.store, context.services.settings.max_request_bytes), context)
