@@ -11,7 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from sluice.api.app import AdminServices
 from sluice.catalog.store import Catalog
-from sluice.console import auth_pages, destinations_page, live, pages, sources_page
+from sluice.console import auth_pages, destinations_page, live, pages, reports_page, sources_page
 from sluice.console.guard import ConsoleGuard
 from sluice.console.session import SessionStore
 from sluice.console.web import ConsoleContext
@@ -37,6 +37,7 @@ def build(context: ConsoleContext) -> Console:
         *live.ROUTES,
         *pages.ROUTES,
         *destinations_page.ROUTES,
+        *reports_page.ROUTES,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     return Console(routes, ConsoleGuard(context.store, context.services.settings.max_request_bytes), context)
