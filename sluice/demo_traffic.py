@@ -4,6 +4,9 @@ Two halves, because a Drip account reaches sluice two ways: Drip's own webhooks 
 for `POST /webhooks/drip/<token>`, including a few retried duplicates), and Drip's Segment
 integration (ready-made `track` messages, which Segment's Webhooks destination forwards to
 `/webhooks/segment/<token>`) for a second set of campaigns.
+A third half-and-more: a product's own events (identifies, `Signed Up`, `Order Completed` with revenue)
+for the same people, some of them ordering within days of opening or clicking an email, so attribution
+has something to show; newsletter-only subscribers who sign up become known by a userId only then.
 Everything is drawn from one `random.Random(seed)` and a fixed `now`, so a seed always
 produces the same traffic.
 """
@@ -34,6 +37,11 @@ CAMPAIGN_UNSUBSCRIBE_RATE = 0.01
 UNSUBSCRIBE_ALL_RATE = 0.004
 TAG_ON_CLICK_RATE = 0.5
 DUPLICATE_RATE = 0.03
+# The product's side (attribution's conversions).
+SIGNUP_RATE_AFTER_EMAIL = 0.5  # of newsletter-only subscribers who opened or clicked
+ORDER_RATE_AFTER_EMAIL = 0.5  # of signed-up people who opened or clicked: an order within 3 days
+ORGANIC_ORDER_RATE = 0.08  # of the others: an order no email touched
+_PRICES = [19.0, 49.0, 99.0, 149.0]
 
 _FIRST = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Liam"]
 _LAST = ["Novak", "Okafor", "Patel", "Quinn", "Rossi", "Schmidt", "Tanaka", "Ueda", "Varga", "Weber"]
@@ -70,6 +78,7 @@ _LINKS = [
 class DemoTraffic:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     tracks: list[dict[str, Any]] = field(default_factory=list)
+    product: list[dict[str, Any]] = field(default_factory=list)  # the product source's identifies and tracks
 
     def summary(self) -> dict[str, int]:
         """Items sent, by the Segment event they become; repeated webhooks are counted apart."""
@@ -83,6 +92,7 @@ class DemoTraffic:
                 seen.add(track["messageId"])
                 counts[track["event"]] += 1
         counts.update(message["event"] for message in self.tracks)
+        counts.update(m.get("event", "identify") for m in self.product)
         return dict(counts)
 
 
@@ -122,7 +132,12 @@ def generate(seed: int = 7, campaigns: int = 3, subscribers: int = 60, now: date
     for index in sorted(rng.sample(range(len(webhooks)), retries), reverse=True):
         webhooks.insert(min(len(webhooks), index + rng.randint(1, 5)), copy.deepcopy(webhooks[index]))
     tracks = [_track(rng, a) for a in segment_activity if a.drip_event in EMAIL_EVENTS]
-    return DemoTraffic(webhooks=webhooks, tracks=tracks)
+    touches: dict[str, list[datetime]] = {}
+    for a in webhook_activity + segment_activity:
+        if a.drip_event in ("subscriber.opened_email", "subscriber.clicked_email"):
+            touches.setdefault(a.subscriber["email"], []).append(a.at)
+    product = _product(rng, people, touches, now)
+    return DemoTraffic(webhooks=webhooks, tracks=tracks, product=product)
 
 
 def _subscriber(rng: random.Random, index: int, start: datetime) -> dict[str, Any]:
@@ -243,6 +258,42 @@ def _campaign_activity(
             stopped.add(i)
         properties = {"subscriber.complained": props, "subscriber.unsubscribed_all": {}}.get(kind, campaign)
         emit(after, kind, i, properties, campaign)
+    return out
+
+
+def _product(rng: random.Random, people: list[dict[str, Any]], touches: dict[str, list[datetime]],
+             now: datetime) -> list[dict[str, Any]]:
+    """The product's events for the demo's people: who signs up (app users before the campaigns; some
+    newsletter-only subscribers after an email, under a new userId) and who orders, when."""
+    out: list[dict[str, Any]] = []
+
+    def message(kind: dict[str, Any], user_id: str, at: datetime) -> None:
+        out.append({**kind, "userId": user_id, "timestamp": _iso(at),
+                    "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4))})
+
+    for i, person in enumerate(people):
+        seen = sorted(touches.get(person["email"], []))
+        user_id = person["user_id"]
+        if user_id is not None:
+            signed_up = datetime.fromisoformat(person["created_at"]) - timedelta(days=rng.randint(40, 400))
+        elif seen and rng.random() < SIGNUP_RATE_AFTER_EMAIL:
+            user_id, signed_up = f"u-{2000 + i}", seen[0] + timedelta(minutes=rng.randint(5, 120))
+        else:
+            continue
+        traits = {"email": person["email"], "first_name": person["first_name"], "last_name": person["last_name"]}
+        message({"type": "identify", "traits": traits}, user_id, signed_up)
+        message({"type": "track", "event": "Signed Up", "properties": {"plan": person["custom_fields"]["plan"]}},
+                user_id, signed_up)
+        if seen and rng.random() < ORDER_RATE_AFTER_EMAIL:
+            ordered = max(rng.choice(seen), signed_up) + timedelta(minutes=rng.randint(10, 3 * 24 * 60))
+        elif rng.random() < ORGANIC_ORDER_RATE:
+            ordered = now - timedelta(minutes=rng.randint(60, 4 * 24 * 60))
+        else:
+            continue
+        if signed_up < ordered < now:
+            order = {"order_id": f"o-{10000 + i}", "revenue": rng.choice(_PRICES), "currency": "USD"}
+            message({"type": "track", "event": "Order Completed", "properties": order}, user_id, ordered)
+    out.sort(key=lambda m: m["timestamp"])
     return out
 
 

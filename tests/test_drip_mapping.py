@@ -444,7 +444,8 @@ def test_demo_traffic_shows_every_email_event_kind() -> None:
     summary = traffic.summary()
     assert summary["Subscriber Created"] == 60
     assert summary[DUPLICATES_KEY] >= 1
-    assert sum(summary.values()) == len(traffic.webhooks) + len(traffic.tracks)
+    assert sum(summary.values()) == len(traffic.webhooks) + len(traffic.tracks) + len(traffic.product)
+    assert summary["Order Completed"] >= 1 and summary["Signed Up"] >= 1  # attribution has something to show
 
 
 def test_demo_webhooks_are_realistic() -> None:

@@ -124,13 +124,13 @@ def test_wrong_token_and_bad_bodies(sluice: Sluice, drip: dict[str, Any]) -> Non
 
 def test_demo_fills_every_email_table(sluice: Sluice) -> None:
     out = sluice.cli("demo", "--subscribers", "30", "--campaigns", "2").stdout
-    assert "Email Delivered" in out and "sluice query" in out
+    assert "Email Delivered" in out and "sluice report email --by campaign" in out
     for table in ("email_delivered", "email_opened", "email_link_clicked", "email_unsubscribed",
                   "email_bounced", "email_marked_as_spam"):
-        sluice.wait_for_rows(f"select id from drip.{table}", 1)
-    kinds = {r["event"] for r in sluice.query("select distinct event from drip.tracks")}
+        sluice.wait_for_rows(f"select id from demo_drip.{table}", 1)
+    kinds = {r["event"] for r in sluice.query("select distinct event from demo_drip.tracks")}
     assert {"email_delivered", "email_opened", "email_bounced", "email_marked_as_spam"} <= kinds
-    both_paths = sluice.query("select distinct context_library_name as lib from drip.email_opened")
+    both_paths = sluice.query("select distinct context_library_name as lib from demo_drip.email_opened")
     assert len(both_paths) == 2  # webhooks and the Segment integration both arrived
 
 

@@ -43,6 +43,8 @@ class AdminServices:
     # The email and attribution reports (issue 11): ("email" | "attribution", params named as the CLI's options)
     # -> rows; raises sluice.analytics.service.ReportError (a ValueError) on bad params. None: not available.
     reports: Callable[[str, Mapping[str, str]], list[dict[str, Any]]] | None = None
+    # Drops a schema no source uses from the embedded warehouse (sluice/api/schemas.py).
+    drop_schema: Callable[[str], dict[str, Any]] | None = None
 
 
 API_PREFIXES = ("/admin/", "/api/")

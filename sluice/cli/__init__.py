@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.cli import console, deliveries, demo, destinations, query, recover, serve, sources  # noqa: F401 - registers commands
+from sluice.cli import console, deliveries, demo, destinations, query, recover, report, serve, sources  # noqa: F401 - registers commands
 from sluice.cli.base import accept_data_dir_anywhere, main
 
 accept_data_dir_anywhere(main)

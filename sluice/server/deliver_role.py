@@ -20,7 +20,12 @@ from typing import Any
 import duckdb
 import orjson
 
+from sluice.analytics.reader import DuckDBReader
+from sluice.analytics.service import report_service
+from sluice.analytics.views import IdentityViewKeeper
 from sluice.api.app import AdminServices, create_admin_app
+from sluice.api.reports import REPORT_ROUTES
+from sluice.api.schemas import SCHEMA_ROUTES, drop_source_schema
 from sluice.catalog.store import Catalog
 from sluice.console import app as web_console
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
@@ -165,19 +170,25 @@ def run(child: Child) -> None:
     admin_services = AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
+        reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits),
+        drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
     )
     console = web_console.for_server(admin_services, catalog, log, state, Path(child.config.run_dir))
-    admin_app = create_admin_app(admin_services, routes=console.routes, console_rule=console.guard)
+    admin_app = create_admin_app(admin_services, routes=[*REPORT_ROUTES, *SCHEMA_ROUTES, *console.routes],
+                                 console_rule=console.guard)
     web_console.attach(admin_app, console)
     publisher = Publisher(manager, log, metrics, Path(child.config.run_dir) / HEALTH_FILE,
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]
     manager.start()
     publisher.start()
+    views = IdentityViewKeeper(DuckDBReader(warehouse.connection, limits), warehouse.connection, 5)
+    views.start()
     try:
         http.run(http.serve(servers, child.ready))
     finally:
         publisher.halt.set()
+        views.halt.set()
         manager.stop()
         with contextlib.suppress(Exception):
             publisher.publish()  # the last word: nothing stalled any more

@@ -20,7 +20,7 @@ from sluice.warehouse.loader import Caps, Cursor, Dialect, Session, Warehouse
 from sluice.warehouse.naming import quote_ident
 from sluice.warehouse.plan import TableWrite
 from sluice.warehouse.readonly import LOCKED_DOWN, QueryLimits, lock, run_read_only
-from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, reconcile, without_uuid_ts
+from sluice.warehouse.stored_schema import COLUMNS_TABLE, META, SYSTEM_SCHEMAS, reconcile, without_uuid_ts
 from sluice.warehouse.types import DUCKDB_TYPES, ColType
 
 _CURSORS = f"{META}.cursors"
@@ -222,6 +222,30 @@ class DuckDBWarehouse(Warehouse):
         engine = duckdb.IOException | duckdb.OutOfMemoryException | duckdb.TransactionException
         return isinstance(error, engine | MemoryError | OSError)
 
+    def drop_schema(self, schema: str, consumers: Sequence[str] = ()) -> bool:
+        """Remove a schema's tables, what the store knows of them, and the named cursors (a deleted
+        source's: `sluice demo --reset`). False when there was no such schema."""
+        if schema in SYSTEM_SCHEMAS:
+            raise ValueError(f"{schema!r} is not a source's schema")
+        con = self._db.cursor()
+        try:
+            found = con.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?",
+                                [schema]).fetchall()[0][0]
+            con.execute("BEGIN")
+            con.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            con.execute(f"DELETE FROM {COLUMNS_TABLE} WHERE schema_name = ?", [schema])
+            for consumer in consumers:
+                con.execute(f"DELETE FROM {_CURSORS} WHERE consumer = ?", [consumer])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        self.refresh_schema()
+        return bool(found)
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own on the warehouse (the analytics stage's reads); the caller closes it."""
+        return self._db.cursor()
+
     def query(self, sql: str, limits: QueryLimits) -> dict[str, Any]:
         """Admin SQL: read-only, on a connection of its own (never the loader's), within `limits`."""
         return run_read_only(self._db.cursor(), sql, limits)
@@ -239,6 +263,11 @@ def utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def open_file(path: Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse file opened read-only (no server running), with the server's restrictions."""
+    return lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN)))
+
+
 def query_file(path: Path, sql: str, limits: QueryLimits) -> dict[str, Any]:
     """Admin SQL on the warehouse file directly (no server running), with the server's restrictions."""
-    return run_read_only(lock(utc(duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN))), sql, limits)
+    return run_read_only(open_file(path), sql, limits)
