@@ -3,6 +3,7 @@ for Drip, live events and a refused request, a webhook destination's dead letter
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -113,3 +114,52 @@ def test_console_end_to_end(sluice: Sluice, receiver: Receiver, tmp_path: Path) 
         # The only error a page logged: the 401 answering the wrong token.
         errors = [m for m in console.messages if m.startswith("error")]
         assert errors == ["error: Failed to load resource: the server responded with a status of 401 (Unauthorized)"]
+
+
+def test_email_report_matches_the_cli(sluice: Sluice, tmp_path: Path) -> None:
+    """The Reports page shows the numbers `sluice report email` prints, for the demo's campaigns."""
+    from playwright.sync_api import expect
+
+    sluice.cli("demo")
+    deadline = time.monotonic() + 60
+    rows: list[dict] = []
+    while not rows and time.monotonic() < deadline:  # the demo's events load within a second or two
+        rows = json.loads(sluice.cli("report", "email", "--source", "demo_drip", "--by", "campaign", "--since",
+                                     "365d", "--format", "json").stdout)
+        time.sleep(0.3)
+    assert rows, "the demo's email events never loaded"
+    token = (sluice.data_dir / "admin-token").read_text().strip()
+    with chromium(tmp_path / "profile") as (context, _console):
+        page = context.new_page()
+        page.goto(f"{sluice.admin_url}/sign-in")
+        page.get_by_label("Admin token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="Reports", exact=True).click()
+        page.get_by_label("Source").select_option("demo_drip")
+        page.get_by_label("Since").fill("365d")
+        page.get_by_label("Group by").select_option("campaign")
+        page.get_by_role("button", name="Show").click()
+        table = page.locator("#email-report")
+        expect(table).to_be_visible()
+        shown = table.locator("tbody tr")
+        assert shown.count() == len(rows)
+        for i, row in enumerate(rows):
+            cells = {c: shown.nth(i).locator(f'td[data-col="{c}"]').inner_text() for c in
+                     ("key", "deliveries", "unique_opens", "open_rate", "unique_clicks", "click_rate",
+                      "hard_bounces", "complaints", "unsubscribe_rate")}
+            assert cells["key"] == row["key"]
+            for count in ("deliveries", "unique_opens", "unique_clicks", "hard_bounces", "complaints"):
+                assert cells[count] == str(row[count]), (row["key"], count)
+            for rate in ("open_rate", "click_rate", "unsubscribe_rate"):
+                assert cells[rate] == f"{row[rate] * 100:.1f}%", (row["key"], rate)
+        assert page.locator("figure.chart svg").count() == 3  # rates by campaign, over time, attribution
+        # The CSV download holds the CLI's exact values.
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download CSV").first.click()
+        csv_text = Path(download.value.path()).read_text()
+        cli_csv = sluice.cli("report", "email", "--source", "demo_drip", "--by", "campaign", "--since", "365d",
+                             "--format", "csv").stdout
+        assert csv_text.splitlines()[0] == cli_csv.splitlines()[0]
+        assert len(csv_text.splitlines()) == len(rows) + 1
+        page.get_by_role("link", name="How each number is defined").click()
+        expect(page.get_by_role("heading", name="Report definitions")).to_be_visible()

@@ -28,7 +28,7 @@ DRIP_STEPS = (
     "In Drip, open Settings > Webhooks and choose New webhook.",
     "Paste the webhook URL above as the Post URL.",
     'Tick the events you want (tick "include received email" for Email Delivered) and save.',
-    "Drip sends a test event: it appears under Live events within a second.",
+    "From then on, every event Drip sends appears under Live events within a second.",
 )
 
 HTTP_SETUP = "Point any Segment library at {base} with this write key; analytics.js: docs/tracking-api.md."
