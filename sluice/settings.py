@@ -119,6 +119,10 @@ class Settings:
     query_time_limit_seconds: float = 30.0
     query_max_rows: int = 10_000
 
+    # The web console (docs/console.md): how long a signed-in session lasts, and a `sluice console` link.
+    console_session_seconds: float = 12 * 3600
+    console_link_seconds: float = 300.0
+
     # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
     bench_endpoints: bool = False
 

@@ -45,7 +45,9 @@ def build(context: ConsoleContext) -> Console:
 
 def for_server(services: AdminServices, catalog: Catalog, log: Log, state: DeliveryState, run_dir: Path) -> Console:
     """The console of a running server: sessions kept in this process's memory."""
-    return build(ConsoleContext(services, catalog, log, state, run_dir, SessionStore(services.admin_token)))
+    settings = services.settings
+    store = SessionStore(services.admin_token, settings.console_session_seconds, settings.console_link_seconds)
+    return build(ConsoleContext(services, catalog, log, state, run_dir, store))
 
 
 def attach(app: Starlette, console: Console) -> None:
