@@ -60,6 +60,15 @@ def test_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
         assert "Secure" in r.headers["set-cookie"]
 
 
+def test_https_through_a_trusted_proxy_only() -> None:
+    from sluice.console.guard import scheme_of
+
+    scope = {"scheme": "http", "client": ("10.0.0.5", 5000), "headers": [(b"x-forwarded-proto", b"https")]}
+    assert scheme_of(scope, ["10.0.0.0/8"]) == "https"  # the proxy terminated TLS
+    assert scheme_of(scope, ["192.168.0.1"]) == "http"  # anybody else may not say so
+    assert scheme_of(scope, []) == "http"
+
+
 def test_a_change_needs_the_sessions_csrf_token(env: ConsoleEnv) -> None:
     csrf = env.sign_in()
     form = {"type": "http", "name": "Web", "schema": "web"}

@@ -40,7 +40,9 @@ def build(context: ConsoleContext) -> Console:
         *reports_page.ROUTES,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Console(routes, ConsoleGuard(context.store, context.services.settings.max_request_bytes), context)
+    settings = context.services.settings
+    return Console(routes, ConsoleGuard(context.store, settings.max_request_bytes, settings.trusted_proxy_list),
+                   context)
 
 
 def for_server(services: AdminServices, catalog: Catalog, log: Log, state: DeliveryState, run_dir: Path) -> Console:

@@ -12,7 +12,8 @@ from sluice.console.web import ctx_of, field, form, render
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"  # Secure cookies only where the browser would send them back
+    # Secure cookies only where the browser would send them back: HTTPS, directly or through a trusted proxy.
+    return bool(request.scope.get("state", {}).get("console_scheme") == "https")
 
 
 def _signed_in(request: Request, session: Session) -> Response:

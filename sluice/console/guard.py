@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
@@ -46,12 +47,29 @@ def session_id(headers: dict[bytes, bytes]) -> str | None:
     return morsel.value if morsel else None
 
 
+def scheme_of(scope: Scope, trusted: list[str]) -> str:
+    """http or https as the browser sees it: a trusted proxy (SLUICE_TRUSTED_PROXIES) that terminates TLS says
+    so in X-Forwarded-Proto; nobody else may."""
+    client = scope.get("client")
+    if trusted and client:
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return str(scope.get("scheme", "http"))
+        if any(address in ipaddress.ip_network(t, strict=False) for t in trusted):
+            proto = dict(scope["headers"]).get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip()
+            if proto in ("http", "https"):
+                return proto
+    return str(scope.get("scheme", "http"))
+
+
 class ConsoleGuard:
     """Applied by RequireToken to every path that is not the admin API's."""
 
-    def __init__(self, store: SessionStore, max_body: int) -> None:
+    def __init__(self, store: SessionStore, max_body: int, trusted_proxies: list[str] | None = None) -> None:
         self.store = store
         self.max_body = max_body
+        self.trusted = trusted_proxies or []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         async def secured_send(message: Message) -> None:
@@ -63,7 +81,8 @@ class ConsoleGuard:
         method = scope["method"]
         path: str = scope["path"]
         session = self.store.get(session_id(headers))
-        scope.setdefault("state", {})["console_session"] = session
+        scheme = scheme_of(scope, self.trusted)
+        scope.setdefault("state", {}).update(console_session=session, console_scheme=scheme)
         if not path.startswith(OPEN_PREFIXES) and session is None:
             if method in SAFE_METHODS and not path.startswith("/live/stream"):
                 await RedirectResponse("/sign-in", 303)(scope, receive, secured_send)
@@ -73,7 +92,7 @@ class ConsoleGuard:
         if method in SAFE_METHODS:
             await app(scope, receive, secured_send)
             return
-        if not same_origin(headers, scope.get("scheme", "http")):
+        if not same_origin(headers, scheme):
             await PlainTextResponse("refused: this change did not come from the console's own pages", 403)(
                 scope, receive, secured_send)
             return
