@@ -166,3 +166,17 @@ def test_refusal_ring_keeps_the_last_refusals(tmp_path: Path) -> None:
     ring.record("track", 400, "bad_type", "type must be a string", 3)
     assert [r["reason"] for r in read_refusals(tmp_path, seen)] == ["type must be a string"]
     assert (tmp_path / "refusals-a.ring").stat().st_size == SLOTS * SLOT
+
+
+def test_live_stream_ends_when_the_session_does(env: ConsoleEnv) -> None:
+    """The stream sends the source's new events with their log seq as id, and stops once signed out."""
+    import threading
+
+    source = env.catalog.create_source("http", "Web", "web")
+    session = next(iter(env.console.context.store._sessions.values()))
+    threading.Timer(1.0, lambda: _append(env, source.id, ["live-1"])).start()
+    threading.Timer(2.5, lambda: env.console.context.store.sign_out(session.id)).start()
+    with env.client.stream("GET", f"/live/stream?source={source.id}") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())  # ends by itself when the session does
+    assert "id: 1\n" in body and '"message_id":"live-1"' in body and '"tracks"' in body

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
-from sluice.console.web import blocking, ctx_of, render
+from sluice.console.web import blocking, ctx_of, render, session_of
 from sluice.ingest.refusals import read_refusals
 from sluice.log.base import Entry
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
@@ -88,6 +88,9 @@ async def stream(request: Request) -> Response:
         source = await blocking(ctx.catalog.get_source, request.query_params.get("source", ""))
     except CatalogError:
         return Response("no such source", 404)
+    session = session_of(request)
+    if session is None:  # the guard lets no request without one through; never stream to nobody
+        return Response("sign in first", 401)
     last_id = request.headers.get("last-event-id", "")
     after = int(last_id) if last_id.isdigit() else await blocking(ctx.log.last_seq, source.id)
 
@@ -103,7 +106,7 @@ async def stream(request: Request) -> Response:
             if entry["at_ms"] >= recent and mine(entry):
                 yield _sse(refusal_item(entry))
         quiet_since = time.monotonic()
-        while True:
+        while ctx.store.get(session.id) is not None:  # signing out (or expiry) ends the stream too
             entries = await blocking(ctx.log.read, source.id, after, BATCH)
             refusals = [e for e in await blocking(read_refusals, ctx.run_dir, seen) if mine(e)]
             for entry in entries:
