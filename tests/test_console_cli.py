@@ -46,3 +46,20 @@ def test_ingest_keeps_refusals_with_their_source(tmp_path: Path) -> None:
     kept = [(e["endpoint"], e["status"], e["code"], e["source_id"]) for e in read_refusals(tmp_path / "run")]
     assert kept == [("track", 401, "unknown_write_key", None), ("batch", 200, "missing_event", app.web.id),
                     ("drip_webhook", 400, "bad_drip_webhook", app.drip.id)]
+
+
+def test_sources_list_counts_loaded_events(sluice: Sluice) -> None:
+    """`sources list` shows what the console's Sources page shows: messages loaded (one per message, however
+    many tables it feeds) and the newest received_at."""
+    import orjson
+    from conftest import poll
+
+    key = sluice.create_source("http", "web")["write_key"]
+    batch = [{"type": "track", "event": "Signed Up", "userId": f"u{i}"} for i in range(3)]
+    batch.append({"type": "identify", "userId": "u0", "traits": {"plan": "pro"}})
+    assert httpx.post(f"{sluice.url}/v1/batch", json={"writeKey": key, "batch": batch}).status_code == 200
+    poll(sluice, "select * from web.identifies", 1)
+    poll(sluice, "select * from web.tracks", 3)
+    listed = orjson.loads(sluice.cli("sources", "list", "--json").stdout)
+    assert listed[0]["events"] == 4 and listed[0]["last_event"] is not None
+    assert " 4 " in sluice.cli("sources", "list").stdout

@@ -6,7 +6,8 @@ import click
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
-from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
+from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, running_server, settings
+from sluice.datadir import WAREHOUSE_FILE
 from sluice.services import sources as service
 
 # -- sources ----------------------------------------------------------------------------------
@@ -64,21 +65,43 @@ def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allow
     _show_source(ctx, source, as_json)
 
 
+def _arrived(ctx: click.Context, schemas: list[str]) -> dict[str, service.Arrived] | None:
+    """Events loaded per schema and the last one, as the console's Sources page shows them; None when the
+    warehouse cannot be read now (a server starting)."""
+    from sluice.cli.query import run_query
+
+    config = settings(ctx)
+    if running_server(config.data_dir) is None and not (config.data_dir / WAREHOUSE_FILE).exists():
+        return {}  # nothing has loaded yet
+    try:
+        return service.arrived(lambda sql: run_query(config, sql), schemas)
+    except click.ClickException:
+        return None
+
+
 @sources.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
-    """List sources."""
+    """List sources, with the events each has loaded and when the last one arrived."""
     base = settings(ctx).base_url
-    items = [s.public(base) for s in catalog(ctx).list_sources()]
+    found = catalog(ctx).list_sources()
+    arrived = _arrived(ctx, [s.schema for s in found])
+    items = []
+    for s in found:
+        counts = arrived.get(s.schema, service.Arrived(0, None)) if arrived is not None else None
+        items.append({**s.public(base), "events": counts.events if counts else None,
+                      "last_event": counts.last_event if counts else None})
     if as_json:
         print_json(items)
         return
     if not items:
         click.echo("no sources yet: sluice sources create http --name Web --schema web")
         return
-    print_table(["id", "type", "name", "schema", "write_key"], [[i[k] for k in ("id", "type", "name", "schema",
-                 "write_key")] for i in items])
+    print_table(["id", "type", "name", "schema", "write_key", "events", "last event"],
+                [[i[k] for k in ("id", "type", "name", "schema", "write_key", "events", "last_event")] for i in items])
+    if arrived is None:
+        click.echo("(event counts unavailable: the warehouse could not be read just now)")
 
 
 @sources.command("show")
