@@ -119,6 +119,9 @@ class Settings:
     query_time_limit_seconds: float = 30.0
     query_max_rows: int = 10_000
 
+    # Drip's REST API (connect-drip, the catalog sync, reconcile): its base URL, and how often the catalog is synced.
+    drip_api_url: str = "https://api.getdrip.com"
+    drip_sync_interval_seconds: float = 3600.0
     # The web console (docs/console.md): how long a signed-in session lasts, and a `sluice console` link.
     console_session_seconds: float = 12 * 3600
     console_link_seconds: float = 300.0

@@ -49,11 +49,11 @@ class ConsoleEnv:
 
 @contextmanager
 def console_env(data_dir: Path, reports: Callable[[str, Mapping[str, str]], list[dict[str, Any]]] | None = None,
-                base_url: str = "http://testserver") -> Iterator[ConsoleEnv]:
+                base_url: str = "http://testserver", **overrides: Any) -> Iterator[ConsoleEnv]:
     data_dir.mkdir(parents=True, exist_ok=True)
     run_dir = data_dir / "run"
     run_dir.mkdir(exist_ok=True)
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, **overrides)
     catalog = Catalog(data_dir)
     log = SqliteLog(data_dir / "log.db", settings.dedup_window_seconds)
     state = DeliveryState(data_dir / "log.db")

@@ -11,7 +11,14 @@ so a destination that passes here is safe against the real thing:
   check (401, 403, 404, 405, missing User-Agent) and 429s do not count;
 - custom field values must be strings or numbers (or null), `properties.value` an integer,
   `occurred_at` ISO-8601, emails must contain "@";
-- subscriber keys Drip does not document are ignored (not stored), as Drip ignores them.
+- subscriber keys Drip does not document are ignored (not stored), as Drip ignores them;
+- webhooks (`GET/POST /webhooks`, `GET/DELETE /webhooks/:id`) hold the documented fields only, and a
+  webhook's `events` must be documented webhook events;
+- broadcasts, campaigns and workflows are listed in pages (`page`, `per_page` up to 100, `meta.page`,
+  `total_pages`, `total_count`) from what a test puts in `broadcasts`/`campaigns`/`workflows`;
+- `GET /metrics/email` answers `email_metrics` (a test's `summary` and `emails`), limited to the emails
+  whose sends fall in `start_date`..`end_date` when they say when they were sent, at most 10 of them, and
+  rate limited at 20 requests per window of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +40,22 @@ from starlette.routing import Route
 
 SINGLE = "single"
 BATCH = "batch"
+METRICS = "metrics"  # the email metrics endpoint's own limit: 20 an hour
+READ_PATHS = ("webhooks", "broadcasts", "campaigns", "workflows", "metrics/email")
+PER_PAGE_MAX = 100
+METRICS_EMAILS_MAX = 10
+WEBHOOK_EVENTS = {
+    "subscriber.created", "subscriber.deleted", "subscriber.marked_as_deliverable",
+    "subscriber.marked_as_undeliverable", "subscriber.subscribed_to_campaign", "subscriber.removed_from_campaign",
+    "subscriber.unsubscribed_from_campaign", "subscriber.unsubscribed_all", "subscriber.reactivated",
+    "subscriber.completed_campaign", "subscriber.applied_tag", "subscriber.removed_tag",
+    "subscriber.updated_custom_field", "subscriber.updated_email_address", "subscriber.updated_lifetime_value",
+    "subscriber.updated_time_zone", "subscriber.updated_alias", "subscriber.performed_custom_event",
+    "subscriber.received_email", "subscriber.opened_email", "subscriber.clicked_email",
+    "subscriber.clicked_trigger_link", "subscriber.bounced", "subscriber.complained", "subscriber.visited_page",
+    "subscriber.became_lead", "subscriber.updated_lead_score", "subscriber.subscribed_to_email_marketing",
+    "subscriber.became_non_prospect",
+}
 MAX_BATCH_ITEMS = 1000
 RATE_LIMIT_BODY = {"message": "API rate limit exceeded. Please try again in an hour."}
 
@@ -168,7 +191,15 @@ class FakeDrip:
         self.events: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, int]] = []
         self.user_agents: list[str | None] = []
-        self._windows = {SINGLE: _Window(), BATCH: _Window()}
+        self._windows = {SINGLE: _Window(), BATCH: _Window(), METRICS: _Window()}
+        self.metrics_limit_per_hour = 20
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.broadcasts: list[dict[str, Any]] = []
+        self.campaigns: list[dict[str, Any]] = []
+        self.workflows: list[dict[str, Any]] = []
+        # `summary` and `emails` as Drip's metrics endpoint answers them; an email may carry `sent_at`
+        # (a date, this fake's own knob, never answered) to be left out of ranges it is not in.
+        self.email_metrics: dict[str, Any] = {"summary": {}, "emails": []}
         self._failures: list[tuple[int, float | None]] = []
         self._next_id = 1
         self._lock = threading.Lock()
@@ -194,7 +225,7 @@ class FakeDrip:
                 self.batch_limit_per_hour = batch
             if window_seconds is not None:
                 self.window_seconds = window_seconds
-            self._windows = {SINGLE: _Window(), BATCH: _Window()}
+            self._windows = {SINGLE: _Window(), BATCH: _Window(), METRICS: _Window()}
 
     def exhaust(self, kind: str) -> None:
         """Use up the current window of `kind` ("single" or "batch"), as another client of the account would."""
@@ -246,7 +277,8 @@ class FakeDrip:
     # --- the API -----------------------------------------------------------------------------------
 
     def _limit(self, kind: str) -> int:
-        return self.single_limit_per_hour if kind == SINGLE else self.batch_limit_per_hour
+        return {SINGLE: self.single_limit_per_hour, BATCH: self.batch_limit_per_hour,
+                METRICS: self.metrics_limit_per_hour}[kind]
 
     def _rate_headers(self, kind: str) -> dict[str, str]:
         window = self._windows[kind]
@@ -267,7 +299,7 @@ class FakeDrip:
     def _answer(self, request: Request, body: bytes) -> tuple[int, Any, dict[str, str]]:
         parts = request.url.path.strip("/").split("/")
         rest = "/".join(parts[2:])
-        kind = BATCH if rest.endswith("/batches") else SINGLE
+        kind = BATCH if rest.endswith("/batches") else METRICS if rest == "metrics/email" else SINGLE
         headers = self._rate_headers(kind)
 
         if self._failures:
@@ -285,6 +317,8 @@ class FakeDrip:
         if parts[1] != self.account_id:
             message = "You are not authorized to access this resource"
             return 403, {"errors": [_error("authorization_error", message)]}, headers
+        if rest in READ_PATHS or rest.startswith("webhooks/"):
+            return self._read_api(request, rest, body, kind, headers)
         routes = {
             "subscribers": self._subscriber,
             "subscribers/batches": self._subscriber_batch,
@@ -321,6 +355,115 @@ class FakeDrip:
             return 400, {"errors": [_error("bad_request", "The request body must be a JSON object")]}, headers
         status, payload = handler(data)
         return status, payload, headers
+
+    def _counted(self, kind: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]] | None:
+        """Count a request against its window; the 429 when the window is used up."""
+        window = self._windows[kind]
+        now = time.monotonic()
+        window.roll(now, self.window_seconds)
+        if window.used >= self._limit(kind):
+            headers["Retry-After"] = str(max(1, math.ceil(window.started + self.window_seconds - now)))
+            return 429, RATE_LIMIT_BODY, headers
+        window.used += 1
+        headers["X-RateLimit-Remaining"] = str(self._limit(kind) - window.used)
+        return None
+
+    def _read_api(self, request: Request, rest: str, body: bytes, kind: str,
+                  headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """Webhooks, the listings and the email metrics: what the Drip source reads and sets up."""
+        method = request.method
+        one_webhook = rest.startswith("webhooks/")
+        allowed = ("GET", "POST") if rest == "webhooks" else ("GET", "DELETE") if one_webhook else ("GET",)
+        if method not in allowed:
+            return 405, {"errors": [_error("method_not_allowed", f"{method} is not allowed here")]}, headers
+        if not request.headers.get("user-agent"):
+            message = "A User-Agent header naming your application is required"
+            return 400, {"errors": [_error("bad_request", message)]}, headers
+        limited = self._counted(kind, headers)
+        if limited is not None:
+            return limited
+        links = {f"{rest.split('/')[0]}.account": "https://api.getdrip.com/v2/accounts/{" + rest.split("/")[0]
+                 + ".account}"}
+        if rest == "webhooks" and method == "GET":
+            return 200, {"links": links, "webhooks": list(self.webhooks.values())}, headers
+        if rest == "webhooks":
+            return self._create_webhook(body, links, headers)
+        if rest.startswith("webhooks/"):
+            hook = self.webhooks.get(rest.split("/", 1)[1])
+            if hook is None:
+                return 404, {"errors": [_error("not_found_error", "The requested resource was not found")]}, headers
+            if method == "DELETE":
+                del self.webhooks[hook["id"]]
+                return 204, None, headers
+            return 200, {"links": links, "webhooks": [hook]}, headers
+        if rest == "metrics/email":
+            return self._metrics(request, headers)
+        return self._page(request, rest, getattr(self, rest), links, headers)
+
+    def _create_webhook(self, body: bytes, links: dict[str, str],
+                        headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, {"errors": [_error("bad_request", "The request body is not valid JSON")]}, headers
+        hooks, errors = self._items(data if isinstance(data, dict) else {}, "webhooks", 1, 1)
+        if hooks is None or not isinstance(hooks[0], dict):
+            return 422, {"errors": errors or [_error("validation_error", "webhooks[0] must be an object")]}, headers
+        hook = hooks[0]
+        post_url = hook.get("post_url")
+        if not isinstance(post_url, str) or not post_url.startswith(("http://", "https://")):
+            return 422, {"errors": [_error("presence_error", "Post url is required", "post_url")]}, headers
+        events = hook.get("events")
+        if events is None:  # Drip's default: every event but received_email
+            events = sorted(WEBHOOK_EVENTS - {"subscriber.received_email"})
+        if not isinstance(events, list) or not set(events) <= WEBHOOK_EVENTS:
+            unknown = sorted(set(events) - WEBHOOK_EVENTS) if isinstance(events, list) else events
+            return 422, {"errors": [_error("validation_error", f"Events are invalid: {unknown}", "events")]}, headers
+        include = hook.get("include_received_email", False)
+        if not isinstance(include, bool):
+            return 422, {"errors": [_error("validation_error", "include_received_email must be a boolean",
+                                           "include_received_email")]}, headers
+        hook_id = str(77777 + len(self.webhooks) + self._next_id)
+        self._next_id += 1
+        stored = {
+            "id": hook_id, "href": f"https://api.getdrip.com/v2/{self.account_id}/webhooks/{hook_id}",
+            "post_url": post_url, "version": "1", "include_received_email": include, "events": events,
+            "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "links": {"account": self.account_id},
+        }
+        self.webhooks[hook_id] = stored
+        return 201, {"links": links, "webhooks": [stored]}, headers
+
+    def _page(self, request: Request, key: str, items: list[dict[str, Any]], links: dict[str, str],
+              headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        try:
+            page = int(request.query_params.get("page", "1"))
+            per_page = int(request.query_params.get("per_page", str(PER_PAGE_MAX)))
+        except ValueError:
+            return 422, {"errors": [_error("validation_error", "page and per_page must be numbers")]}, headers
+        if page < 1 or not 1 <= per_page <= PER_PAGE_MAX:
+            message = f"page must be at least 1 and per_page between 1 and {PER_PAGE_MAX}"
+            return 422, {"errors": [_error("validation_error", message)]}, headers
+        total_pages = max(1, math.ceil(len(items) / per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        meta = {"page": page, "sort": "created_at", "direction": "asc", "count": len(chunk),
+                "total_pages": total_pages, "total_count": len(items)}
+        return 200, {"links": links, "meta": meta, key: chunk}, headers
+
+    def _metrics(self, request: Request, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        start, end = request.query_params.get("start_date"), request.query_params.get("end_date")
+        for name, value in (("start_date", start), ("end_date", end)):
+            if value is not None:
+                try:
+                    datetime.strptime(value, "%Y-%m-%d")
+                except ValueError:
+                    message = f"{name} must be a date (YYYY-MM-DD)"
+                    return 422, {"errors": [_error("validation_error", message, name)]}, headers
+        emails = [
+            {k: v for k, v in e.items() if k != "sent_at"} for e in self.email_metrics["emails"]
+            if (start is None or e.get("sent_at", start) >= start) and (end is None or e.get("sent_at", end) <= end)
+        ]
+        return 200, {"summary": self.email_metrics["summary"], "emails": emails[-METRICS_EMAILS_MAX:]}, headers
 
     def _authenticated(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")

@@ -180,3 +180,25 @@ def test_live_stream_ends_when_the_session_does(env: ConsoleEnv) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         body = "".join(r.iter_text())  # ends by itself when the session does
     assert "id: 1\n" in body and '"message_id":"live-1"' in body and '"tracks"' in body
+
+
+def test_connect_and_disconnect_drip(tmp_path: Path) -> None:
+    from fake_drip import FakeDrip
+
+    with FakeDrip() as fake, console_env(tmp_path / "data", drip_api_url=fake.url,
+                                         public_url="https://sluice.example.com") as env:
+        csrf = env.sign_in()
+        source = env.catalog.create_source("drip", "Drip", "drip")
+        page = env.client.get(f"/sources/{source.id}").text
+        assert _value(page, "webhook-url") == f"https://sluice.example.com/webhooks/drip/{source.webhook_token}"
+        r = env.client.post(f"/sources/{source.id}/drip/connect",
+                            data={"csrf": csrf, "account_id": fake.account_id, "api_token": "wrong-token"})
+        assert "Drip:" in r.text and not fake.webhooks  # Drip's refusal, said plainly
+        r = env.client.post(f"/sources/{source.id}/drip/connect",
+                            data={"csrf": csrf, "account_id": fake.account_id, "api_token": fake.api_token})
+        [hook] = fake.webhooks.values()
+        assert hook["post_url"] == f"https://sluice.example.com/webhooks/drip/{source.webhook_token}"
+        assert f"Connected to Drip account <strong>{fake.account_id}</strong>" in r.text
+        assert fake.api_token not in r.text
+        r = env.client.post(f"/sources/{source.id}/drip/disconnect", data={"csrf": csrf})
+        assert "Disconnected" in r.text and not fake.webhooks

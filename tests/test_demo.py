@@ -3,10 +3,20 @@ sending nothing, and `--reset` removing its sources and tables."""
 
 from __future__ import annotations
 
-import orjson
-from conftest import Sluice, poll
+from pathlib import Path
 
+import orjson
+import pytest
+from conftest import Sluice, poll
+from test_mapping import entries
+
+from sluice.analytics.reader import PostgresReader
+from sluice.analytics.readers import reader_factory
+from sluice.api.schemas import drop_source_schema
+from sluice.catalog.store import Catalog
 from sluice.demo_traffic import generate
+from sluice.warehouse.duckdb_engine import DuckDBWarehouse
+from sluice.warehouse.readonly import QueryLimits
 
 
 def test_demo_reports_idempotence_and_reset(sluice: Sluice) -> None:
@@ -36,3 +46,32 @@ def test_demo_reports_idempotence_and_reset(sluice: Sluice) -> None:
     assert "dropped schema demo_drip" in out and "dropped schema demo_product" in out
     assert sluice.query("select schema_name from information_schema.schemata where schema_name like 'demo_%'") == []
     assert "demo_drip" not in sluice.cli("sources", "list").stdout
+
+
+def test_drop_schema_refuses_a_schema_in_use(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path)
+    source = catalog.create_source("drip", "Drip", "drip")
+    wh = DuckDBWarehouse(tmp_path / "w.duckdb")
+    wh.load("warehouse-1", "drip", entries({"type": "track", "userId": "u", "event": "Email Opened"}))
+    with pytest.raises(ValueError, match="still uses schema 'drip': delete it first"):
+        drop_source_schema(catalog, wh, "drip")
+    catalog.delete_source(str(source.id))
+    assert drop_source_schema(catalog, wh, "drip") == {"schema": "drip", "dropped": True}
+    assert wh.query("select count(*) from information_schema.tables where table_schema = 'drip'",
+                    QueryLimits(10, 10))["rows"] == [[0]]
+    with pytest.raises(ValueError, match="not a source's schema"):
+        wh.drop_schema("_sluice")
+    wh.close()
+
+
+def test_report_reads_a_postgres_destination_by_name(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path)
+    catalog.create_source("http", "Web", "web")
+    catalog.add_destination("web", "postgres", "pg", {"url": "postgresql://postgres@127.0.0.1:5432/x"})
+    catalog.add_destination("web", "webhook", "hook", {"url": "https://example.com/hook"})
+    make = reader_factory(catalog, lambda: pytest.fail("not the embedded one"), QueryLimits(10, 10))
+    assert isinstance(make("pg"), PostgresReader)
+    with pytest.raises(ValueError, match="is a webhook destination, not a warehouse"):
+        make("hook")
+    with pytest.raises(ValueError, match="no destination 'nope'"):
+        make("nope")

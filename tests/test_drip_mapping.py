@@ -431,6 +431,7 @@ def test_demo_traffic_is_deterministic() -> None:
     assert first.webhooks == again.webhooks
     assert first.tracks == again.tracks
     assert first.summary() == again.summary()
+    assert first.product == again.product
     other = generate(seed=12, now=NOW)
     assert other.webhooks != first.webhooks
 

@@ -46,7 +46,10 @@ ATTRIBUTION_ROW = {"key": "Welcome aboard (email 101)", "conversions": 1.0, "rev
 def test_reports_with_and_without_server(sluice: Sluice) -> None:
     drip = sluice.create_source("drip", "drip")
     web = sluice.create_source("http", "web")
-    hook_url = f"{sluice.url}/webhooks/drip/{drip['webhook_url'].rsplit('/', 1)[1]}"
+    # The printed URL is the running server's real address (not the default port), and says it is private.
+    assert drip["webhook_url"].startswith(f"{sluice.url}/webhooks/drip/")
+    assert "Drip (a hosted service) cannot reach it" in sluice.cli("sources", "show", "drip").stderr
+    hook_url = drip["webhook_url"]
     for body in HOOKS:
         assert httpx.post(hook_url, json=body).status_code == 200
     batch = {"batch": [

@@ -40,8 +40,8 @@ class AdminServices:
     # Applies one of the delivery state's named writes through the log's single writer (the CLI's
     # replays, re-drives and removals, while the server runs).
     delivery_state: Callable[..., Any]
-    # The email and attribution reports (issue 11): ("email" | "attribution", params named as the CLI's options)
-    # -> rows; raises sluice.analytics.service.ReportError (a ValueError) on bad params. None: not available.
+    # The reports (sluice/analytics/service.py): kind ("email" | "attribution" | "reconcile") and query params, named
+    # as the CLI's options -> the JSON rows; raises ReportError (a ValueError) for a bad parameter.
     reports: Callable[[str, Mapping[str, str]], list[dict[str, Any]]] | None = None
     # Drops a schema no source uses from the embedded warehouse (sluice/api/schemas.py).
     drop_schema: Callable[[str], dict[str, Any]] | None = None

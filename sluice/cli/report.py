@@ -56,7 +56,7 @@ def fetch(ctx: click.Context, kind: str, params: dict[str, str | None]) -> list[
         return DuckDBReader(opened[-1].cursor, limits)
 
     try:
-        return report_service(catalog(ctx), embedded, limits)(kind, given)
+        return report_service(catalog(ctx), embedded, limits, config)(kind, given)
     except (ReportError, QueryRefused) as e:
         raise click.ClickException(str(e)) from None
     finally:
@@ -123,3 +123,20 @@ def attribution(ctx: click.Context, conversion: str, value: str | None, window: 
                                       "by": by, "source": source, "warehouse": warehouse, "since": since,
                                       "until": until})
     show(rows, fmt, ["key", "conversions", "revenue", "touches"])
+
+
+@report.command("reconcile")
+@click.option("--source", required=True, help="The Drip source (connected with `sources connect-drip`).")
+@click.option("--since", default="7d", show_default=True, help="The first day: a duration before now or a date.")
+@UNTIL
+@FORMAT
+@click.pass_context
+def reconcile(ctx: click.Context, source: str, since: str, until: str | None, fmt: str) -> None:
+    """sluice's counts beside Drip's own email metrics for the same days: where they differ, a webhook was missed
+    (or arrived twice)."""
+    rows = fetch(ctx, "reconcile", {"source": source, "since": since, "until": until})
+    show(rows, fmt, ["key", "title", "metric", "sluice", "drip", "difference"])
+    if fmt == "table":
+        differ = [r for r in rows if r["difference"]]
+        click.echo(f"{len(differ)} of {len(rows)} counts differ from Drip's" if differ else
+                   "every count matches Drip's", err=True)

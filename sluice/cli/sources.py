@@ -18,11 +18,23 @@ def sources() -> None:
     """Create and manage sources (each has a write key and its own warehouse schema)."""
 
 
+def public_base_url(ctx: click.Context) -> str:
+    """Every printed URL's base (sluice/sources/public_url.py), with the warning when Drip cannot reach it."""
+    config = settings(ctx)
+    base = service.public_url(config, running_server(config.data_dir) is not None)
+    if base.warning:
+        click.echo(f"warning: {base.warning}", err=True)
+    return base.url
+
+
 def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
-    base_url = settings(ctx).base_url
+    from sluice.sources.drip_connect import drip_connection
+
+    base_url = public_base_url(ctx)
     public = source.public(base_url)
+    connection = drip_connection(settings(ctx), source.id) if source.type == "drip" else None
     if as_json:
-        print_json(public)
+        print_json({**public, "drip_connection": connection} if source.type == "drip" else public)
         return
     click.echo(f"id:          {source.id}")
     click.echo(f"type:        {source.type}")
@@ -35,6 +47,11 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     click.echo(f"store IPs:   {'yes' if source.store_ips else 'no (context.ip is never stored)'}")
     click.echo(f"Segment webhook URL:   {public['segment_webhook_url']}")
     click.echo(f"Segment shared secret: {source.segment_secret}")
+    if connection:
+        click.echo(f"Drip account: {connection['account_id']} (webhook {connection['webhook_id']} registered"
+                   f" {connection['connected_at']}; catalog synced: {connection['synced_at'] or 'not yet'})")
+        if connection["sync_error"]:
+            click.echo(f"  last catalog sync failed: {connection['sync_error']}")
     click.echo("")
     click.echo(service.setup_text(source, base_url))
 
@@ -84,7 +101,7 @@ def _arrived(ctx: click.Context, schemas: list[str]) -> dict[str, service.Arrive
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
     """List sources, with the events each has loaded and when the last one arrived."""
-    base = settings(ctx).base_url
+    base = public_base_url(ctx)
     found = catalog(ctx).list_sources()
     arrived = _arrived(ctx, [s.schema for s in found])
     items = []

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -13,14 +10,7 @@ from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
 from sluice.console.web import back, blocking, ctx_of, field, form, render
 from sluice.services import sources as service
-
-
-def _drip_connect() -> Any:
-    """Drip's API connection (issue 11's sluice/sources/drip_connect.py), where this build has it."""
-    try:
-        return importlib.import_module("sluice.sources.drip_connect")
-    except ImportError:
-        return None
+from sluice.sources import drip_connect
 
 
 async def list_sources(request: Request) -> Response:
@@ -65,9 +55,11 @@ async def show_source(request: Request) -> Response:
     source = await _source(request)
     if source is None:
         return _missing(request)
-    base = ctx_of(request).services.settings.base_url
-    return render(request, "source.html", source=source, public=source.public(base), drip_steps=service.DRIP_STEPS,
-                  setup=service.setup_text(source, base), drip_connect=_drip_connect() is not None)
+    settings = ctx_of(request).services.settings
+    base = service.public_url(settings, server_running=True)
+    connection = await blocking(drip_connect.drip_connection, settings, source.id) if source.type == "drip" else None
+    return render(request, "source.html", source=source, public=source.public(base.url), drip_steps=service.DRIP_STEPS,
+                  setup=service.setup_text(source, base.url), url_warning=base.warning, connection=connection)
 
 
 async def rotate_key(request: Request) -> Response:
@@ -97,22 +89,24 @@ async def delete_source(request: Request) -> Response:
     return back("/sources", f"Deleted {source.name}; schema {source.schema} stays in the warehouse.")
 
 
-async def drip_connect(request: Request) -> Response:
-    module = _drip_connect()
+async def connect(request: Request) -> Response:
+    """Connect or disconnect the source's Drip account through Drip's webhooks API (sluice/sources/drip_connect.py)."""
     source = await _source(request)
-    if module is None or source is None or request.path_params["action"] not in ("connect", "disconnect"):
+    if source is None or request.path_params["action"] not in ("connect", "disconnect"):
         return _missing(request)
     ctx = ctx_of(request)
     values = await form(request)
     try:
         if request.path_params["action"] == "connect":
-            await blocking(module.connect_drip, ctx.services.settings, ctx.catalog, source.name,
-                           field(values, "account_id"), field(values, "api_token"))
-            notice = "Connected: Drip now sends this source its webhooks."
+            done = await blocking(drip_connect.connect_drip, ctx.services.settings, ctx.catalog, source.schema,
+                                  field(values, "account_id"), field(values, "api_token"))
+            notice = f"Connected to Drip account {done['account_id']}: Drip now sends this source every event."
+            if done.get("warning"):
+                notice += f" Warning: {done['warning']}"
         else:
-            await blocking(module.disconnect_drip, ctx.services.settings, ctx.catalog, source.name)
-            notice = "Disconnected from Drip."
-    except Exception as e:  # Drip refused, or could not be reached: say why
+            await blocking(drip_connect.disconnect_drip, ctx.services.settings, ctx.catalog, source.schema)
+            notice = "Disconnected: the webhook is removed from the Drip account."
+    except drip_connect.DripConnectError as e:  # Drip refused, could not be reached, or nothing to disconnect
         return back(f"/sources/{source.id}", f"Drip: {e}")
     return back(f"/sources/{source.id}", notice)
 
@@ -125,5 +119,5 @@ ROUTES: list[BaseRoute] = [
     Route("/sources/{id:int}/rotate-key", rotate_key, methods=["POST"]),
     Route("/sources/{id:int}/delete", confirm_delete, methods=["GET"]),
     Route("/sources/{id:int}/delete", delete_source, methods=["POST"]),
-    Route("/sources/{id:int}/drip/{action:str}", drip_connect, methods=["POST"]),
+    Route("/sources/{id:int}/drip/{action:str}", connect, methods=["POST"]),
 ]

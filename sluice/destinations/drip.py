@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
@@ -28,7 +27,9 @@ import orjson
 
 from sluice.catalog.models import Destination, Source
 from sluice.destinations.base import Failure, Target, TransientError
+from sluice.http_util import retry_after, user_agent
 from sluice.log.base import Entry
+from sluice.sources.drip_api import drip_errors
 
 DEFAULT_BASE_URL = "https://api.getdrip.com"
 DEFAULT_BATCH_THRESHOLD = 10  # more waiting items of one kind than this -> batch endpoint
@@ -44,13 +45,6 @@ NAMED_TRAITS = {
     "ip_address": ("ip_address", "ipAddress"),
 }
 CONSUMED_TRAITS = {"email", "tags"} | {name for names in NAMED_TRAITS.values() for name in names}
-
-
-def _user_agent() -> str:
-    try:
-        return f"sluice/{version('sluice')}"
-    except PackageNotFoundError:
-        return "sluice/0"
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -97,40 +91,6 @@ class _RateLimited(_Stop):
 def _seconds_to_next_hour() -> float:
     # Drip publishes hourly limits but no reset time; assume windows turn over on the clock hour.
     return max(1.0, 3600 - time.time() % 3600)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None  # an HTTP date: rare enough to let the worker's backoff decide
-
-
-def _drip_errors(response: httpx.Response) -> str:
-    """Drip's error text: `Email is required (presence_error on email)`, several joined by "; "."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        errors = data.get("errors")
-        if isinstance(errors, list) and errors:
-            parts = []
-            for err in errors:
-                if not isinstance(err, dict):
-                    continue
-                where = f" on {err['attribute']}" if err.get("attribute") else ""
-                code = f" ({err.get('code', 'error')}{where})"
-                parts.append(f"{err.get('message', 'error')}{code}")
-            if parts:
-                return "; ".join(parts)
-        if isinstance(data.get("message"), str):
-            return data["message"]
-    text = response.text.strip()[:200]
-    return f"HTTP {response.status_code}" + (f": {text}" if text else "")
 
 
 def _custom_value(value: Any) -> str | int | float:
@@ -237,7 +197,7 @@ class DripTarget(Target):
         self.client = httpx.Client(
             base_url=f"{config['base_url']}/v2/{self.account_id}",
             auth=(config["api_token"], ""),
-            headers={"User-Agent": _user_agent(), "Accept": "application/json", "Content-Type": "application/json"},
+            headers={"User-Agent": user_agent(), "Accept": "application/json", "Content-Type": "application/json"},
             timeout=timeout,
         )
         # Seqs handled by the last call that raised TransientError (delivered, or refused and reported in
@@ -316,7 +276,7 @@ class DripTarget(Target):
         key = "subscribers" if item.kind == SUBSCRIBER else "events"
         response = self._post(f"/{key}", {key: [item.payload]}, "single")
         if not response.is_success:
-            failures.append(Failure(item.entry, f"Drip refused the {item.kind}: {_drip_errors(response)}"))
+            failures.append(Failure(item.entry, f"Drip refused the {item.kind}: {drip_errors(response)}"))
         handled.add(item.entry.seq)
 
     def _post(self, path: str, body: dict[str, Any], limit_kind: str) -> httpx.Response:
@@ -335,15 +295,15 @@ class DripTarget(Target):
             self._remaining[limit_kind] = int(remaining)
         status = response.status_code
         if status == 429:
-            retry = _retry_after(response)
+            retry = retry_after(response)
             raise _RateLimited(
-                f"Drip rate limit exceeded: {_drip_errors(response)}",
+                f"Drip rate limit exceeded: {drip_errors(response)}",
                 _seconds_to_next_hour() if retry is None else retry,
             )
         if status in (401, 403):
             # Every event would fail the same way: retry (and show it) rather than dead-letter them all.
             raise _Stop(
-                f"Drip refused the credentials (HTTP {status}: {_drip_errors(response)}): "
+                f"Drip refused the credentials (HTTP {status}: {drip_errors(response)}): "
                 f"check the destination's api_token and account_id ({self.account_id})"
             )
         if status == 404:
@@ -352,5 +312,5 @@ class DripTarget(Target):
         if status < 200 or 300 <= status < 400:
             raise _Stop(f"Drip answered HTTP {status} for {path}: check the destination's base_url")
         if status == 408 or status >= 500:
-            raise _Stop(f"Drip answered HTTP {status}: {_drip_errors(response)}", _retry_after(response))
+            raise _Stop(f"Drip answered HTTP {status}: {drip_errors(response)}", retry_after(response))
         return response

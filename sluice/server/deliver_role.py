@@ -42,6 +42,7 @@ from sluice.server.child import Child
 from sluice.server.common import HEALTH_FILE, StartupError, admin_token
 from sluice.server.log_role import WIRE_CLASSES
 from sluice.settings import Settings
+from sluice.warehouse.drip_catalog import DripCatalogSync
 from sluice.warehouse.duckdb_engine import DuckDBWarehouse
 from sluice.warehouse.loader import Caps
 from sluice.warehouse.readonly import QueryLimits
@@ -170,7 +171,7 @@ def run(child: Child) -> None:
     admin_services = AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
-        reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits),
+        reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits, settings),
         drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
     )
     console = web_console.for_server(admin_services, catalog, log, state, Path(child.config.run_dir))
@@ -184,11 +185,14 @@ def run(child: Child) -> None:
     publisher.start()
     views = IdentityViewKeeper(DuckDBReader(warehouse.connection, limits), warehouse.connection, 5)
     views.start()
+    drip_sync = DripCatalogSync(settings, catalog, warehouse.connection)
+    drip_sync.start()
     try:
         http.run(http.serve(servers, child.ready))
     finally:
         publisher.halt.set()
         views.halt.set()
+        drip_sync.halt.set()
         manager.stop()
         with contextlib.suppress(Exception):
             publisher.publish()  # the last word: nothing stalled any more

@@ -247,6 +247,7 @@ class Supervisor:
             "pid": os.getpid(),
             "url": f"http://{s.host}:{self.sockets['ingest'].getsockname()[1]}",
             "admin_url": f"http://{s.admin_host}:{self.sockets['admin'].getsockname()[1]}",
+            "public_url": s.public_url,  # what every printed URL starts with, when set (sources/public_url.py)
             "processes": self.processes(),
         }
         tmp = self.data_dir / (SERVER_FILE + ".tmp")

@@ -8,6 +8,9 @@ from typing import Any
 
 from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog
+from sluice.settings import Settings
+from sluice.sources.drip_connect import server_info
+from sluice.sources.public_url import PublicURL, public_base
 from sluice.warehouse.naming import quote_ident, sql_string
 
 # The delivery state's named writes (sluice/delivery/state.py CLI_OPS): the CLI's goes through the running
@@ -17,8 +20,9 @@ Query = Callable[[str], dict[str, Any]]
 
 DRIP_SETUP = """\
 Connect Drip (two ways; use either or both):
-  A. Drip webhooks: in Drip, Settings > Webhooks > New webhook, paste the webhook URL above and
-     tick the events you want (tick "include received email" for Email Delivered).
+  A. Drip webhooks: `sluice sources connect-drip SOURCE --account-id ID --api-token TOKEN` registers the
+     webhook URL above in your Drip account (or in Drip, Settings > Webhooks > New webhook: paste it, tick
+     every event and "include received email" for Email Delivered).
   B. Drip -> Segment -> sluice: Drip's Segment integration sends only to Segment. Where Drip's
      data already flows into a Segment source, add Segment's Webhooks destination to that source
      with the Segment webhook URL and shared secret above.
@@ -50,6 +54,12 @@ def delete(catalog: Catalog, ref: str, write: DeliveryWrite) -> Source:
     for dest in doomed:
         write("forget", consumer=dest.consumer)
     return source
+
+
+def public_url(settings: Settings, server_running: bool) -> PublicURL:
+    """The base of every URL a sender needs (a public URL, else the running server's real address), with a
+    warning when Drip cannot reach it (sluice/sources/public_url.py)."""
+    return public_base(settings, server_info(settings.data_dir) if server_running else None)
 
 
 def setup_text(source: Source, base_url: str) -> str:
