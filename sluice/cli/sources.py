@@ -18,11 +18,12 @@ def sources() -> None:
     """Create and manage sources (each has a write key and its own warehouse schema)."""
 
 
-def public_base_url(ctx: click.Context) -> str:
-    """Every printed URL's base (sluice/sources/public_url.py), with the warning when Drip cannot reach it."""
+def public_base_url(ctx: click.Context, for_drip: bool) -> str:
+    """Every printed URL's base (sluice/sources/public_url.py); for a Drip source, with the warning when Drip
+    cannot reach it (a browser or a Segment library on the same network may well reach a private address)."""
     config = settings(ctx)
     base = service.public_url(config, running_server(config.data_dir) is not None)
-    if base.warning:
+    if base.warning and for_drip:
         click.echo(f"warning: {base.warning}", err=True)
     return base.url
 
@@ -30,7 +31,7 @@ def public_base_url(ctx: click.Context) -> str:
 def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
     from sluice.sources.drip_connect import drip_connection
 
-    base_url = public_base_url(ctx)
+    base_url = public_base_url(ctx, for_drip=source.type == "drip")
     public = source.public(base_url)
     connection = drip_connection(settings(ctx), source.id) if source.type == "drip" else None
     if as_json:
@@ -101,8 +102,8 @@ def _arrived(ctx: click.Context, schemas: list[str]) -> dict[str, service.Arrive
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
     """List sources, with the events each has loaded and when the last one arrived."""
-    base = public_base_url(ctx)
     found = catalog(ctx).list_sources()
+    base = public_base_url(ctx, for_drip=any(s.type == "drip" for s in found))
     arrived = _arrived(ctx, [s.schema for s in found])
     items = []
     for s in found:

@@ -59,7 +59,8 @@ async def show_source(request: Request) -> Response:
     base = service.public_url(settings, server_running=True)
     connection = await blocking(drip_connect.drip_connection, settings, source.id) if source.type == "drip" else None
     return render(request, "source.html", source=source, public=source.public(base.url), drip_steps=service.DRIP_STEPS,
-                  setup=service.setup_text(source, base.url), url_warning=base.warning, connection=connection)
+                  setup=service.setup_text(source, base.url), connection=connection,
+                  url_warning=base.warning if source.type == "drip" else None)  # browsers may reach a private one
 
 
 async def rotate_key(request: Request) -> Response:
