@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.txt
 DBT_VENV := .venv-dbt
 DBT_STAMP := $(DBT_VENV)/.installed
 
-.PHONY: install serve test lint bench dbt browser
+.PHONY: install serve test lint bench dbt browser screenshots
 install: $(STAMP)
 
 serve: $(STAMP)
@@ -37,6 +37,10 @@ dbt: $(DBT_STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	cd tests/js && npm ci --no-audit --no-fund
+
+# The console's pictures in docs/screenshots/ (README), taken in Debian's Chromium from a demo-filled server.
+screenshots: $(STAMP) browser
+	$(BIN)/python tests/screenshots.py
 
 # Bench-only tools (dlt, py-spy) are installed here, never while the suite or the tests run.
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt

@@ -124,6 +124,9 @@ class Settings:
     # Drip's REST API (connect-drip, the catalog sync, reconcile): its base URL, and how often the catalog is synced.
     drip_api_url: str = "https://api.getdrip.com"
     drip_sync_interval_seconds: float = 3600.0
+    # The web console (docs/console.md): how long a signed-in session lasts, and a `sluice console` link.
+    console_session_seconds: float = 12 * 3600
+    console_link_seconds: float = 300.0
 
     # Routes POST /bench/noop (the benchmark's no-op baseline on the same stack).
     bench_endpoints: bool = False

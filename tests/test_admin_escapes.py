@@ -185,4 +185,7 @@ def test_admin_api_is_not_on_the_ingest_listener(server: Sluice) -> None:
     info = orjson.loads((server.data_dir / "server.json").read_bytes())
     assert info["url"] == server.url and info["admin_url"] == server.admin_url
     assert try_query(server, "select 1 as one") == [{"one": 1}]
-    assert httpx.get(f"{server.admin_url}/health").status_code == 401  # every admin path wants the token
+    # Every API path wants the token; every other path is the console's, closed until signing in.
+    assert httpx.get(f"{server.admin_url}/admin/status").status_code == 401
+    r = httpx.get(f"{server.admin_url}/health")
+    assert r.status_code == 303 and r.headers["location"] == "/sign-in"

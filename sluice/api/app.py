@@ -1,15 +1,16 @@
 """The admin API: its own Starlette app, served by `sluice serve` on a listener of its own
 (127.0.0.1:8089 by default), so that exposing ingest never exposes it.
 
-Every path needs the admin token (`<data-dir>/admin-token`, as `Authorization: Bearer ...`), checked
-in one place: `RequireToken`, around the whole app. A later router (the reports API, the console) is
-one more entry in `routes` and gets the same check for free.
+Every path of the admin API (`/admin/...`, `/api/...`) needs the admin token (`<data-dir>/admin-token`, as
+`Authorization: Bearer ...`), checked in one place: `RequireToken`, around the whole app. Every other path
+belongs to the web console and passes the console's session rule instead (sluice/console/guard.py); without
+a console every path needs the token.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +47,27 @@ class AdminServices:
     drop_schema: Callable[[str], dict[str, Any]] | None = None
 
 
+API_PREFIXES = ("/admin/", "/api/")
+# The console's rule for its paths: (scope, receive, send, the app to call once allowed).
+ConsoleRule = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+
+
 class RequireToken:
     """The one place the admin token is checked: every request to the admin listener passes here."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, console_rule: ConsoleRule | None = None) -> None:
         self.app = app
         self._token = token.encode()
+        self._console_rule = console_rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._allowed(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._console_rule is not None and not scope["path"].startswith(API_PREFIXES):
+            await self._console_rule(scope, receive, send, self.app)  # a console page: its session, not the token
+            return
+        if not self._allowed(scope):
             response = json_response(
                 {"success": False, "error": "admin token required (Authorization: Bearer <data-dir>/admin-token)"},
                 401,
@@ -118,11 +131,12 @@ ADMIN_ROUTES: list[BaseRoute] = [
 ]
 
 
-def create_admin_app(services: AdminServices, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The admin app: its own routes plus `routes` (later: /api/reports/..., the console)."""
+def create_admin_app(services: AdminServices, routes: Sequence[BaseRoute] = (),
+                     console_rule: ConsoleRule | None = None) -> Starlette:
+    """The admin app: its own routes plus `routes` (/api/reports/..., the console's pages under `console_rule`)."""
     app = Starlette(
         routes=[*ADMIN_ROUTES, *routes],
-        middleware=[Middleware(RequireToken, token=services.admin_token)],
+        middleware=[Middleware(RequireToken, token=services.admin_token, console_rule=console_rule)],
         exception_handlers=error_handlers(),
     )
     app.state.services = services

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 
-from sluice.catalog.models import Source
 from sluice.catalog.store import Catalog, CatalogError
 from sluice.cli.base import (
     admin_request,
@@ -30,40 +26,17 @@ from sluice.datadir import LOG_FILE, WAREHOUSE_FILE
 from sluice.delivery.state import DeliveryState
 from sluice.destinations.warehouse import warehouse_consumer
 from sluice.log.sqlite import SqliteLog
+from sluice.services import deliveries as service
+from sluice.services.deliveries import Ref
 from sluice.settings import Settings
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A destination as the CLI names it: a catalog destination, or a source's embedded warehouse."""
-
-    source: Source
-    consumer: str
-    label: str
-    transactional: bool
-    dest_id: int | None = None
 
 
 def resolve(ctx: click.Context, ref: str, source_ref: str | None) -> Ref:
     """DEST as the user named it; a clear error (exit 1) when there is no such destination."""
     try:
-        return _resolve(catalog(ctx), ref, source_ref)
+        return service.resolve(catalog(ctx), ref, source_ref)
     except CatalogError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _resolve(cat: Catalog, ref: str, source_ref: str | None) -> Ref:
-    if ref == "warehouse":
-        sources = cat.list_sources()
-        if source_ref:
-            source = cat.get_source(source_ref)
-        elif len(sources) == 1:
-            source = sources[0]
-        else:
-            raise CatalogError("several sources load the warehouse: say which with --source")
-        return Ref(source, warehouse_consumer(source), "warehouse", True)
-    dest = cat.get_destination(ref)
-    return Ref(cat.get_source(str(dest.source_id)), dest.consumer, dest.name, dest.type == "postgres", dest.id)
 
 
 def _when_sent(data_dir: Path, config: Settings | None = None) -> str:
@@ -77,20 +50,13 @@ def _state(data_dir: Path) -> DeliveryState:
 
 
 def _when(text: str) -> datetime:
-    """ISO-8601, or a duration ago: 30m, 2h, 7d."""
-    m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
-    if m:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is neither ISO-8601 nor a duration like 2h or 7d") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return service.parse_when(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
-def _ms_iso(ms: int | None) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
+_ms_iso = service.ms_iso
 
 
 def _local_status(config: Settings, cat: Catalog) -> list[dict[str, Any]]:
@@ -184,16 +150,9 @@ def dead_letters(ctx: click.Context, dest: str, source_ref: str | None, limit: i
     ref = resolve(ctx, dest, source_ref)
     config = settings(ctx)
     if is_shared(config):
-        items = shared_dead_letters(config, ref.consumer, limit)
+        items = service.describe_dead_letters(shared_dead_letters(config, ref.consumer, limit))
     else:
-        items = _state(config.data_dir).dead_letters(ref.consumer, limit)
-    for item in items:
-        message = orjson.loads(item.pop("body"))
-        item["message_id"] = message.get("messageId")
-        item["type"] = message.get("type")
-        item["event"] = message.get("event")
-        item["failed_at"] = _ms_iso(item["failed_at"])
-        item["received_at"] = _ms_iso(item["received_at"])
+        items = service.dead_letters(_state(config.data_dir), ref.consumer, limit)
     if as_json:
         print_json(items)
         return
@@ -220,7 +179,8 @@ def retry(ctx: click.Context, dest: str, ids: tuple[int, ...], all_: bool, sourc
     ref = resolve(ctx, dest, source_ref)
     config = settings(ctx)
     data_dir = config.data_dir
-    n = delivery_write(data_dir, "request_retry", config, consumer=ref.consumer, ids=None if all_ else list(ids))
+    n = service.retry(lambda op, **args: delivery_write(data_dir, op, config, **args), ref.consumer,
+                      None if all_ else list(ids))
     where = _when_sent(data_dir, config)
     click.echo(f"{n} dead letter{'s' if n != 1 else ''} of {ref.label} will be re-sent {where}")
 
@@ -239,18 +199,23 @@ def replay(ctx: click.Context, dest: str, since: str, until: str | None, source_
     if end <= start:
         fail("--until must be after --since")
     config = settings(ctx)
-    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+    def write(op: str, **args: Any) -> Any:
+        return delivery_write(data_dir, op, config, **args)
+
     if is_shared(config):  # the range is found in JetStream (by store time)
-        after, last, count = replay_range(config, ref.source.id, start_ms, end_ms)
+        after, last, count = replay_range(config, ref.source.id, int(start.timestamp() * 1000),
+                                          int(end.timestamp() * 1000))
+        if count > 0:
+            write("add_replay", consumer=ref.consumer, after_seq=after, end_seq=last)
     else:
         log = SqliteLog(data_dir / LOG_FILE, 0, readonly=True)
-        after = log.seq_before(ref.source.id, start_ms)
-        last = log.last_seq(ref.source.id, end_ms)
-        count = log.depth(ref.source.id, after) - log.depth(ref.source.id, last)
-        log.close()
+        try:
+            count = service.replay(log, write, ref, start, end)
+        finally:
+            log.close()
     if count <= 0:
         click.echo(f"no events of {ref.source.schema} between {start.isoformat()} and {end.isoformat()}")
         return
-    delivery_write(data_dir, "add_replay", config, consumer=ref.consumer, after_seq=after, end_seq=last)
     where = _when_sent(data_dir, config)
     click.echo(f"replaying {count} event{'s' if count != 1 else ''} of {ref.source.schema} to {ref.label} {where}")

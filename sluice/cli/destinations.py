@@ -6,24 +6,12 @@ from typing import Any
 
 import click
 
-from sluice.catalog.models import Destination
 from sluice.catalog.store import CatalogError
 from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, settings
-from sluice.destinations.registry import DESTINATION_TYPES, validate
+from sluice.destinations.registry import DESTINATION_TYPES
+from sluice.services import destinations as service
 
-_SECRET_KEYS = ("api_token", "secret")
-
-
-def _public(dest: Destination, source_schema: str) -> dict[str, Any]:
-    config = {k: ("***" if k in _SECRET_KEYS and v else v) for k, v in dest.config.items()}
-    return {
-        "id": dest.id,
-        "source": source_schema,
-        "type": dest.type,
-        "name": dest.name,
-        "enabled": dest.enabled,
-        "config": config,
-    }
+_public = service.public
 
 
 @main.group()
@@ -59,20 +47,18 @@ def add(
     as_json: bool,
 ) -> None:
     """Add a destination to SOURCE (id, schema or name); it starts from the oldest event in the log."""
-    header_map: dict[str, str] = {}
-    for h in headers:
-        key, sep, value = h.partition("=")
-        if not sep or not key.strip():
-            fail(f"--header wants NAME=VALUE, got {h!r}")
-        header_map[key.strip()] = value
-    raw = {
+    try:
+        header_map = service.parse_headers(list(headers))
+    except ValueError as e:
+        fail(f"--header: {e}")
+        return
+    raw: dict[str, Any] = {
         "url": url, "headers": header_map, "secret": secret, "batch_size": batch_size,
         "account_id": account_id, "api_token": api_token, "base_url": base_url,
     }
     try:
-        config = validate(type_, {k: v for k, v in raw.items() if v is not None})
         cat = catalog(ctx)
-        dest = cat.add_destination(source, type_, name, config)
+        dest = service.add(cat, source, type_, name, raw)
         schema = cat.get_source(str(dest.source_id)).schema
     except (ValueError, CatalogError) as e:
         fail(str(e))
@@ -116,10 +102,10 @@ def _one(ctx: click.Context, ref: str, action: str) -> None:
         if action == "show":
             dest = cat.get_destination(ref)
         elif action == "remove":
-            dest = cat.remove_destination(ref)
-            delivery_write(settings(ctx).data_dir, "forget", settings(ctx), consumer=dest.consumer)
+            config = settings(ctx)
+            dest = service.remove(cat, ref, lambda op, **args: delivery_write(config.data_dir, op, config, **args))
         else:
-            dest = cat.set_destination_enabled(ref, action == "enable")
+            dest = service.set_enabled(cat, ref, action == "enable")
     except CatalogError as e:
         fail(str(e))
         return

@@ -7,17 +7,8 @@ import click
 from sluice.catalog.models import Source
 from sluice.catalog.store import CatalogError
 from sluice.cli.base import catalog, delivery_write, fail, main, print_json, print_table, running_server, settings
-
-DRIP_SETUP = """\
-Connect Drip (two ways; use either or both):
-  A. Drip webhooks: `sluice sources connect-drip SOURCE --account-id ID --api-token TOKEN` registers the
-     webhook URL above in your Drip account (or in Drip, Settings > Webhooks > New webhook: paste it, tick
-     every event and "include received email" for Email Delivered).
-  B. Drip -> Segment -> sluice: Drip's Segment integration sends only to Segment. Where Drip's
-     data already flows into a Segment source, add Segment's Webhooks destination to that source
-     with the Segment webhook URL and shared secret above.
-Docs: docs/connect-drip.md"""
-
+from sluice.datadir import WAREHOUSE_FILE
+from sluice.services import sources as service
 
 # -- sources ----------------------------------------------------------------------------------
 
@@ -30,11 +21,8 @@ def sources() -> None:
 def public_base_url(ctx: click.Context, for_drip: bool) -> str:
     """Every printed URL's base (sluice/sources/public_url.py); for a Drip source, with the warning when Drip
     cannot reach it (a browser or a Segment library on the same network may well reach a private address)."""
-    from sluice.sources.drip_connect import server_info
-    from sluice.sources.public_url import public_base
-
     config = settings(ctx)
-    base = public_base(config, server_info(config.data_dir) if running_server(config.data_dir) else None)
+    base = service.public_url(config, running_server(config.data_dir) is not None)
     if base.warning and for_drip:
         click.echo(f"warning: {base.warning}", err=True)
     return base.url
@@ -65,12 +53,8 @@ def _show_source(ctx: click.Context, source: Source, as_json: bool) -> None:
                    f" {connection['connected_at']}; catalog synced: {connection['synced_at'] or 'not yet'})")
         if connection["sync_error"]:
             click.echo(f"  last catalog sync failed: {connection['sync_error']}")
-    if source.type == "drip":
-        click.echo("")
-        click.echo(DRIP_SETUP.format(base=base_url))
-    else:
-        click.echo("")
-        click.echo(f"Point any Segment library at {base_url} with this write key; analytics.js: docs/tracking-api.md.")
+    click.echo("")
+    click.echo(service.setup_text(source, base_url))
 
 
 _ALLOWED_ORIGIN_HELP = (
@@ -92,29 +76,50 @@ def sources_create(ctx: click.Context, type_: str, name: str, schema: str, allow
                    store_ips: bool, as_json: bool) -> None:
     """Create a source and print its id, write key, webhook URLs and Segment shared secret."""
     try:
-        source = catalog(ctx).create_source(type_, name, schema, list(allowed_origins), store_ips)
+        source = service.create(catalog(ctx), type_, name, schema, list(allowed_origins), store_ips)
     except CatalogError as e:
         fail(str(e))
         return
     _show_source(ctx, source, as_json)
 
 
+def _arrived(ctx: click.Context, schemas: list[str]) -> dict[str, service.Arrived] | None:
+    """Events loaded per schema and the last one, as the console's Sources page shows them; None when the
+    warehouse cannot be read now (a server starting)."""
+    from sluice.cli.query import run_query
+
+    config = settings(ctx)
+    if running_server(config.data_dir) is None and not (config.data_dir / WAREHOUSE_FILE).exists():
+        return {}  # nothing has loaded yet
+    try:
+        return service.arrived(lambda sql: run_query(config, sql), schemas)
+    except click.ClickException:
+        return None
+
+
 @sources.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def sources_list(ctx: click.Context, as_json: bool) -> None:
-    """List sources."""
-    listed = catalog(ctx).list_sources()
-    base = public_base_url(ctx, for_drip=any(s.type == "drip" for s in listed))
-    items = [s.public(base) for s in listed]
+    """List sources, with the events each has loaded and when the last one arrived."""
+    found = catalog(ctx).list_sources()
+    base = public_base_url(ctx, for_drip=any(s.type == "drip" for s in found))
+    arrived = _arrived(ctx, [s.schema for s in found])
+    items = []
+    for s in found:
+        counts = arrived.get(s.schema, service.Arrived(0, None)) if arrived is not None else None
+        items.append({**s.public(base), "events": counts.events if counts else None,
+                      "last_event": counts.last_event if counts else None})
     if as_json:
         print_json(items)
         return
     if not items:
         click.echo("no sources yet: sluice sources create http --name Web --schema web")
         return
-    print_table(["id", "type", "name", "schema", "write_key"], [[i[k] for k in ("id", "type", "name", "schema",
-                 "write_key")] for i in items])
+    print_table(["id", "type", "name", "schema", "write_key", "events", "last event"],
+                [[i[k] for k in ("id", "type", "name", "schema", "write_key", "events", "last_event")] for i in items])
+    if arrived is None:
+        click.echo("(event counts unavailable: the warehouse could not be read just now)")
 
 
 @sources.command("show")
@@ -174,13 +179,11 @@ def sources_rotate(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def sources_delete(ctx: click.Context, ref: str) -> None:
     """Delete a source: its write key stops working at once. Warehouse tables are kept."""
-    cat = catalog(ctx)
+    config = settings(ctx)
     try:
-        doomed = cat.list_destinations(cat.get_source(ref).id)  # deleted with it (ON DELETE CASCADE)
-        source = cat.delete_source(ref)
+        source = service.delete(catalog(ctx), ref,
+                                lambda op, **args: delivery_write(config.data_dir, op, config, **args))
     except CatalogError as e:
         fail(str(e))
         return
-    for dest in doomed:
-        delivery_write(settings(ctx).data_dir, "forget", settings(ctx), consumer=dest.consumer)
     click.echo(f"deleted source {source.id} ({source.name}); schema {source.schema} stays in the warehouse")

@@ -52,11 +52,20 @@ class Services:
     problems: Callable[[], list[dict[str, Any]]]
     # Why the machine cannot take more events now (pressure.py), or None.
     pressure: Callable[[], str | None] = lambda: None
+    # Keeps a refusal for the console's live view (sluice/ingest/refusals.py): (endpoint, status, code, reason,
+    # the source's id when known).
+    refused: Callable[[str, int, str, str, int | None], None] = lambda *_: None
 
 
-def _refuse(services: Services, endpoint: str, error: BadRequest) -> Response:
+def _refuse(services: Services, endpoint: str, error: BadRequest, source_id: int | None = None) -> Response:
     services.metrics.requests_refused.labels(endpoint, error.code).inc()
+    services.refused(endpoint, error.status, error.code, error.message, source_id)
     return json_response({"success": False, "error": error.message}, error.status)
+
+
+def _source_id(request: Request) -> int | None:
+    """The source a refused request was for, when it got that far (set where a source is found)."""
+    return request.scope.get("state", {}).get("source_id")
 
 
 def _authenticate(services: Services, request: Request, payload: Any) -> Source:
@@ -77,6 +86,7 @@ def _authenticate(services: Services, request: Request, payload: Any) -> Source:
     source = services.registry.by_write_key(key)
     if source is None:
         raise BadRequest("unknown write key", "unknown_write_key", 401)
+    request.scope.setdefault("state", {})["source_id"] = source.id
     refusal = origin_refusal(source, request.headers)
     if refusal is not None:
         raise BadRequest(refusal, "origin_not_allowed", 403)
@@ -111,6 +121,7 @@ async def _store(services: Services, source: Source, records: list[Record]) -> t
 def _backpressure(services: Services, endpoint: str, reason: str) -> Response:
     """503 for Segment's clients, 429 for Drip (which retries rate limits for days), with Retry-After."""
     services.metrics.requests_refused.labels(endpoint, "backpressure").inc()
+    services.refused(endpoint, 429 if endpoint == "drip_webhook" else 503, "backpressure", reason, None)
     response = json_response({"success": False, "error": f"sluice cannot take events now: {reason}; retry later"},
                              429 if endpoint == "drip_webhook" else 503)
     response.headers["Retry-After"] = str(services.settings.retry_after_seconds)
@@ -126,9 +137,10 @@ def _timed(endpoint: str, handler: Callable[[Services, Request], Awaitable[Respo
                 return _backpressure(services, endpoint, full)
             return await handler(services, request)
         except BadRequest as e:
-            return _refuse(services, endpoint, e)
+            return _refuse(services, endpoint, e, _source_id(request))
         except LogError as e:
-            return _refuse(services, endpoint, BadRequest(f"{e}; retry later", "log_unavailable", 503))
+            return _refuse(services, endpoint, BadRequest(f"{e}; retry later", "log_unavailable", 503),
+                           _source_id(request))
         except ClientDisconnect:  # the client went away (or the edge cut a body that never came)
             return Response(status_code=400)  # never sent
         finally:
@@ -199,6 +211,7 @@ async def batch_handler(services: Services, request: Request) -> Response:
         except Rejected as r:
             rejected.append({"index": index, "reason": r.reason})
             services.metrics.rejected.labels(source.schema, r.code).inc()
+            services.refused("batch", 200, r.code, f"message {index} of the batch: {r.reason}", source.id)
     stored, duplicates = await _store(services, source, records) if records else (0, 0)
     answer: dict[str, Any] = {"success": True, "stored": stored, "duplicates": duplicates}
     if rejected:
@@ -211,6 +224,7 @@ async def drip_webhook_handler(services: Services, request: Request) -> Response
     if source is None or source.type != "drip":
         # Same answer as any unknown path: a wrong token learns nothing.
         raise BadRequest("not found", "unknown_webhook_token", 404)
+    request.scope.setdefault("state", {})["source_id"] = source.id
     body = await read_body(request, services.settings.max_request_bytes)
     payload = decode_json(body)
     try:

@@ -27,6 +27,7 @@ from sluice.api.app import AdminServices, create_admin_app
 from sluice.api.reports import REPORT_ROUTES
 from sluice.api.schemas import SCHEMA_ROUTES, drop_source_schema
 from sluice.catalog.store import Catalog
+from sluice.console import app as web_console
 from sluice.datadir import LOG_FILE, WAREHOUSE_FILE, DataDirError, advice
 from sluice.delivery.manager import DeliveryManager
 from sluice.delivery.state import DeliveryState
@@ -167,12 +168,16 @@ def run(child: Child) -> None:
     def status() -> dict[str, Any]:
         return {"log_head": log.head(), "deliveries": manager.status()}
 
-    admin_app = create_admin_app(AdminServices(
+    admin_services = AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
         status=status, delivery_state=state.apply,
         reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits, settings),
         drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
-    ), routes=[*REPORT_ROUTES, *SCHEMA_ROUTES])
+    )
+    console = web_console.for_server(admin_services, catalog, log, state, Path(child.config.run_dir))
+    admin_app = create_admin_app(admin_services, routes=[*REPORT_ROUTES, *SCHEMA_ROUTES, *console.routes],
+                                 console_rule=console.guard)
+    web_console.attach(admin_app, console)
     publisher = Publisher(manager, log, metrics, Path(child.config.run_dir) / HEALTH_FILE,
                           settings.status_interval_seconds)
     servers = [(http.Server(http.config(admin_app, settings)), http.inherited(child.config.fds["admin"]))]

@@ -21,6 +21,7 @@ from sluice.datadir import LOG_FILE
 from sluice.ingest.app import Services, create_app
 from sluice.ingest.auth import SourceRegistry
 from sluice.ingest.pressure import DiskPressure
+from sluice.ingest.refusals import RefusalRing
 from sluice.log.sqlite import SqliteLog
 from sluice.log.wire import Codec, RemoteWriter
 from sluice.metrics import Metrics
@@ -60,6 +61,7 @@ def run(child: Child) -> None:
         status=lambda: None,  # the delivery process refreshes the lag gauges itself
         problems=health.problems,
         pressure=DiskPressure(data_dir, log, settings).check,
+        refused=RefusalRing(Path(child.config.run_dir)).record,  # for the console's live events
     ))
     servers = [(http.Server(http.config(app, settings)), http.inherited(child.config.fds["ingest"]))]
     os.read(child.config.fds["go"], 1)  # the supervisor's word that delivery (and the admin API) is up
