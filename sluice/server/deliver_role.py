@@ -170,7 +170,7 @@ def run(child: Child) -> None:
 
     admin_services = AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
-        status=status, delivery_state=state.apply,
+        status=status, delivery_state=manager.apply,
         reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits, settings),
         drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
     )
