@@ -151,7 +151,8 @@ def run(child: Child) -> None:
     log = SqliteLog(data_dir / LOG_FILE, settings.dedup_window_seconds, remote=remote,
                     poll_seconds=settings.log_poll_seconds)
     try:
-        warehouse = open_warehouse(data_dir / WAREHOUSE_FILE, settings.query_time_limit_seconds + 5,
+        # A `sluice query` ends within its time limit; on a busy machine its interrupt and exit take a while more.
+        warehouse = open_warehouse(data_dir / WAREHOUSE_FILE, settings.query_time_limit_seconds + 30,
                                    Caps.from_settings(settings), resources(settings))
     except DataDirError:
         log.close()
