@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,38 @@ def test_status_lists_a_destination_before_its_worker_starts(tmp_path: Path) -> 
     catalog.set_destination_enabled("hook", False)
     assert {r["destination"]: r["state"] for r in manager.status()}["hook"] == "disabled"
     log.close()
+
+
+class RefusesAll(Target):
+    """A destination that refuses every event for good (a 4xx webhook): each becomes a dead letter."""
+
+    label, consumer = "hook", "dest-99"
+
+    def deliver(self, source: Source, entries: Sequence[Entry], replay: bool = False) -> list[Failure]:
+        return [Failure(e, "400 Bad Request") for e in entries]
+
+
+def test_forgetting_a_removed_destination_stops_its_worker_first(tmp_path: Path) -> None:
+    """Seen once under load: `sluice destinations remove` forgot the state while the worker still ran (the
+    manager syncs every 0.5 s); it found its cursor gone and dead-lettered everything again from the start."""
+    catalog = Catalog(tmp_path)
+    source = catalog.create_source("http", "Web", "web")
+    log = SqliteLog(tmp_path / "log.db", 3600)
+    state = DeliveryState(tmp_path / "log.db", log.writer)
+    asyncio.run(log.append([record(f"m{i}", source.id) for i in range(3)]))
+    target = RefusesAll()
+    manager = DeliveryManager(log, state, catalog, SourceRegistry(catalog), lambda s: target, Settings(), Metrics())
+    try:
+        manager.sync()  # no manager thread: nothing restarts the worker behind the test's back
+        deadline = time.monotonic() + 30
+        while len(state.dead_letters(target.consumer, 10)) < 3:
+            assert time.monotonic() < deadline, "the refused events were not dead-lettered"
+            time.sleep(0.05)
+        worker = next(iter(manager.workers.values()))
+        manager.apply("forget", consumer=target.consumer)  # as the admin API does for the CLI
+        time.sleep(1.5)  # longer than the worker's idle wait: a live worker would have started over by now
+        assert state.dead_letters(target.consumer, 10) == [] and state.cursor(target.consumer) == 0
+        assert not worker.is_alive()
+    finally:
+        manager.stop()
+        log.close()

@@ -200,6 +200,12 @@ def test_the_postgresql_catalog_is_seen_by_every_node_at_once(pg_database: str) 
         rotated = node_a.rotate_key("web")
         eventually(lambda: keys_b.by_write_key(rotated.write_key), "the rotated key on node b")
         assert keys_b.by_write_key(web.write_key) is None  # the old key stops working there too
+        node_a.update_source("web", allowed_origins=["https://shop.example"], store_ips=False)
+        updated = eventually(lambda: (s := keys_b.by_write_key(rotated.write_key)) and not s.store_ips and s,
+                             "the updated settings on node b")
+        assert updated.allowed_origins == ("https://shop.example",)
+        with pytest.raises(CatalogError, match="16 characters"):
+            node_b.update_source("web", segment_secret="short")
         dest = node_a.add_destination("web", "webhook", "hook", {"url": "http://127.0.0.1:1/"})
         assert [d.name for d in node_b.list_destinations()] == ["hook"] and dest.consumer == "dest-1"
         with pytest.raises(CatalogError, match="already used"):

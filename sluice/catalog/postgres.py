@@ -17,7 +17,7 @@ import orjson
 import psycopg
 
 from sluice.catalog.models import SOURCE_TYPES, Destination, Source
-from sluice.catalog.store import CatalogError, _now, _origins, new_token
+from sluice.catalog.store import CatalogError, _now, _origins, new_token, source_changes
 from sluice.pg_store import SCHEMA, PgStore
 from sluice.warehouse.naming import schema_name
 
@@ -141,19 +141,7 @@ class PostgresCatalog:
     ) -> Source:
         """As the embedded catalog's: change what is given (None leaves it)."""
         source = self.get_source(ref)
-        changes: dict[str, Any] = {}
-        if name is not None:
-            if not name.strip():
-                raise CatalogError("a source needs a non-empty --name")
-            changes["name"] = name.strip()
-        if allowed_origins is not None:
-            changes["allowed_origins"] = orjson.dumps(_origins(allowed_origins)).decode()
-        if store_ips is not None:
-            changes["store_ips"] = store_ips
-        if segment_secret is not None:
-            if len(segment_secret) < 16:
-                raise CatalogError("a Segment shared secret needs at least 16 characters")
-            changes["segment_secret"] = segment_secret
+        changes = source_changes(name, allowed_origins, store_ips, segment_secret)
         if changes:
             with self.store.tx() as db:
                 assignments = ", ".join(f"{column} = %s" for column in changes)  # column names are ours, not input

@@ -53,6 +53,25 @@ _SOURCE_COLUMNS = {
 }
 
 
+def source_changes(name: str | None, allowed_origins: list[str] | None, store_ips: bool | None,
+                   segment_secret: str | None) -> dict[str, Any]:
+    """A source update's columns and values, checked (None leaves a setting as it is); both catalogs use it."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        if not name.strip():
+            raise CatalogError("a source needs a non-empty --name")
+        changes["name"] = name.strip()
+    if allowed_origins is not None:
+        changes["allowed_origins"] = orjson.dumps(_origins(allowed_origins)).decode()
+    if store_ips is not None:
+        changes["store_ips"] = bool(store_ips)  # SQLite stores it as 1/0, PostgreSQL as a boolean
+    if segment_secret is not None:
+        if len(segment_secret) < 16:
+            raise CatalogError("a Segment shared secret needs at least 16 characters")
+        changes["segment_secret"] = segment_secret
+    return changes
+
+
 class CatalogError(ValueError):
     """A catalog request that cannot be honoured; the message is meant for the user."""
 
@@ -159,19 +178,7 @@ class Catalog(SqliteFile):
     ) -> Source:
         """Change what is given (None leaves it); `allowed_origins=[]` lets every origin send again."""
         source = self.get_source(ref)
-        changes: dict[str, Any] = {}
-        if name is not None:
-            if not name.strip():
-                raise CatalogError("a source needs a non-empty --name")
-            changes["name"] = name.strip()
-        if allowed_origins is not None:
-            changes["allowed_origins"] = orjson.dumps(_origins(allowed_origins)).decode()
-        if store_ips is not None:
-            changes["store_ips"] = int(store_ips)
-        if segment_secret is not None:
-            if len(segment_secret) < 16:
-                raise CatalogError("a Segment shared secret needs at least 16 characters")
-            changes["segment_secret"] = segment_secret
+        changes = source_changes(name, allowed_origins, store_ips, segment_secret)
         if changes:
             with self._tx() as db:
                 assignments = ", ".join(f"{column} = ?" for column in changes)  # column names are ours, not input

@@ -53,6 +53,7 @@ class DeliveryManager:
         # Stopped workers that may still be finishing a batch: no replacement starts until they end,
         # or two workers would deliver from one cursor (a quick disable + enable).
         self._stopping: dict[tuple[int, str], Worker] = {}
+        self._sync_lock = threading.RLock()  # the manager's thread syncs; the admin API stops a forgotten worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-manager", daemon=True)
 
@@ -73,6 +74,10 @@ class DeliveryManager:
 
     def sync(self) -> None:
         """Make the running workers match the catalog."""
+        with self._sync_lock:
+            self._sync()
+
+    def _sync(self) -> None:
         wanted = self._wanted()
         owned = self.owners.alive()  # False: the locks are gone with their session, so is every worker
         for key in list(self.workers):
@@ -188,6 +193,22 @@ class DeliveryManager:
                 **self.state.status(consumer),
             })
         return rows
+
+    def apply(self, op: str, **args: Any) -> Any:
+        """One of the delivery state's named writes asked for by the CLI (through the admin API). Before a
+        removed destination's state is forgotten its worker is stopped: a worker still running (the catalog
+        is synced every 0.5 s) would otherwise find its cursor gone and send everything again from the start."""
+        if op == "forget":
+            self.stop_consumer(str(args.get("consumer")))
+        return self.state.apply(op, **args)
+
+    def stop_consumer(self, consumer: str, timeout: float = 30) -> None:
+        with self._sync_lock:
+            for key in [k for k, w in self.workers.items() if w.target.consumer == consumer]:
+                worker = self.workers.pop(key)
+                worker.stop()
+                worker.join(timeout=timeout)
+                self._stopping[key] = worker  # released by the next sync once it has ended
 
     def stop(self) -> None:
         self._stop.set()

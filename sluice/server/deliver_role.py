@@ -151,7 +151,8 @@ def run(child: Child) -> None:
     log = SqliteLog(data_dir / LOG_FILE, settings.dedup_window_seconds, remote=remote,
                     poll_seconds=settings.log_poll_seconds)
     try:
-        warehouse = open_warehouse(data_dir / WAREHOUSE_FILE, settings.query_time_limit_seconds + 5,
+        # A `sluice query` ends within its time limit; on a busy machine its interrupt and exit take a while more.
+        warehouse = open_warehouse(data_dir / WAREHOUSE_FILE, settings.query_time_limit_seconds + 30,
                                    Caps.from_settings(settings), resources(settings))
     except DataDirError:
         log.close()
@@ -170,7 +171,7 @@ def run(child: Child) -> None:
 
     admin_services = AdminServices(
         settings=settings, admin_token=admin_token(data_dir), query=lambda sql: warehouse.query(sql, limits),
-        status=status, delivery_state=state.apply,
+        status=status, delivery_state=manager.apply,
         reports=report_service(catalog, lambda: DuckDBReader(warehouse.connection, limits), limits, settings),
         drop_schema=lambda schema: drop_source_schema(catalog, warehouse, schema),
     )
