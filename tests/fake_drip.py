@@ -334,14 +334,9 @@ class FakeDrip:
             message = "A User-Agent header naming your application is required"
             return 400, {"errors": [_error("bad_request", message)]}, headers
 
-        window = self._windows[kind]
-        now = time.monotonic()
-        window.roll(now, self.window_seconds)
-        if window.used >= self._limit(kind):
-            headers["Retry-After"] = str(max(1, math.ceil(window.started + self.window_seconds - now)))
-            return 429, RATE_LIMIT_BODY, headers
-        window.used += 1
-        headers["X-RateLimit-Remaining"] = str(self._limit(kind) - window.used)
+        limited = self._counted(kind, headers)
+        if limited is not None:
+            return limited
 
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", "application/vnd.api+json"):

@@ -212,6 +212,13 @@ async def batch_handler(services: Services, request: Request) -> Response:
             rejected.append({"index": index, "reason": r.reason})
             services.metrics.rejected.labels(source.schema, r.code).inc()
             services.refused("batch", 200, r.code, f"message {index} of the batch: {r.reason}", source.id)
+    return await _stored_answer(services, source, records, rejected)
+
+
+async def _stored_answer(services: Services, source: Source, records: list[Record],
+                         rejected: list[dict[str, Any]]) -> Response:
+    """Store what was accepted; the answer says how many were stored, how many were duplicates, and which
+    messages were rejected and why."""
     stored, duplicates = await _store(services, source, records) if records else (0, 0)
     answer: dict[str, Any] = {"success": True, "stored": stored, "duplicates": duplicates}
     if rejected:
@@ -287,11 +294,7 @@ async def segment_webhook_handler(services: Services, request: Request) -> Respo
             if not batched:
                 return json_response({"success": False, "error": r.reason}, 400)
             rejected.append({"index": index, "reason": r.reason})
-    stored, duplicates = await _store(services, source, records) if records else (0, 0)
-    answer: dict[str, Any] = {"success": True, "stored": stored, "duplicates": duplicates}
-    if rejected:
-        answer["rejected"] = rejected
-    return json_response(answer)
+    return await _stored_answer(services, source, records, rejected)
 
 
 async def analytics_metrics_handler(services: Services, request: Request) -> Response:
