@@ -87,16 +87,22 @@ def _services(request: Request) -> AdminServices:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
+async def string_field(request: Request, field: str, code: str) -> str:
+    """The one string an admin request's JSON body carries (`{field: "..."}`); BadRequest otherwise."""
+    payload = decode_json(await read_body(request, _services(request).settings.max_request_bytes))
+    if not isinstance(payload, dict) or not isinstance(payload.get(field), str):
+        raise BadRequest(f'body must be {{"{field}": "..."}}', code)
+    return str(payload[field])
+
+
 async def admin_query(request: Request) -> Response:
     services = _services(request)
     try:
-        payload = decode_json(await read_body(request, services.settings.max_request_bytes))
-        if not isinstance(payload, dict) or not isinstance(payload.get("sql"), str):
-            raise BadRequest('body must be {"sql": "..."}', "bad_query")
+        sql = await string_field(request, "sql", "bad_query")
     except BadRequest as e:
         return json_response({"success": False, "error": e.message}, e.status)
     try:
-        result = await run_in_threadpool(services.query, payload["sql"])
+        result = await run_in_threadpool(services.query, sql)
     except Exception as e:  # refused (QueryRefused), stopped, or the user's SQL failed: tell them why
         return json_response({"error": str(e)}, 400)
     return Response(orjson.dumps(result, default=str), media_type="application/json")

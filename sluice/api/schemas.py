@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from sluice.api.app import string_field
 from sluice.ingest.app import json_response
-from sluice.ingest.body import BadRequest, decode_json, read_body
+from sluice.ingest.body import BadRequest
 
 
 def drop_source_schema(catalog: Any, warehouse: Any, schema: str) -> dict[str, Any]:
@@ -25,15 +26,13 @@ def drop_source_schema(catalog: Any, warehouse: Any, schema: str) -> dict[str, A
 async def drop_schema(request: Request) -> Response:
     services = request.app.state.services
     try:
-        payload = decode_json(await read_body(request, services.settings.max_request_bytes))
-        if not isinstance(payload, dict) or not isinstance(payload.get("schema"), str):
-            raise BadRequest('body must be {"schema": "..."}', "bad_request")
+        schema = await string_field(request, "schema", "bad_request")
     except BadRequest as e:
         return json_response({"success": False, "error": e.message}, e.status)
     if services.drop_schema is None:
         return json_response({"error": "this process does not own a warehouse"}, 404)
     try:
-        return json_response(await run_in_threadpool(services.drop_schema, payload["schema"]))
+        return json_response(await run_in_threadpool(services.drop_schema, schema))
     except ValueError as e:
         return json_response({"error": str(e)}, 400)
 
